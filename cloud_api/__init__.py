@@ -1,0 +1,1 @@
+"""Supervisor API and dashboard."""

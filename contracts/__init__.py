@@ -1,0 +1,62 @@
+"""The wire contract shared by every side: topics, the envelope, bodies, codec and errors.
+
+This package imports nothing else of the project.
+"""
+
+from contracts.codec import MAX_PAYLOAD_BYTES, decode, encode
+from contracts.envelope import (
+    CHANNEL_OF_KIND,
+    SCHEMA_VERSION,
+    AnyEnvelope,
+    Envelope,
+    Kind,
+    StatusEnvelope,
+    TemperatureEnvelope,
+    make_envelope,
+    message_id,
+)
+from contracts.errors import (
+    ContractError,
+    InvalidId,
+    InvalidTopic,
+    MalformedPayload,
+    PayloadTooLarge,
+    SchemaViolation,
+)
+from contracts.ids import ID_PATTERN, validate_id
+from contracts.telemetry import StatusBody, TemperatureBody
+from contracts.timestamps import format_utc_ms, utc_now
+from contracts.topics import AlertsTopic, Channel, DeadLetterTopic, DeviceTopic, device_filter, shared
+
+__all__ = [
+    "CHANNEL_OF_KIND",
+    "ID_PATTERN",
+    "MAX_PAYLOAD_BYTES",
+    "SCHEMA_VERSION",
+    "AlertsTopic",
+    "AnyEnvelope",
+    "Channel",
+    "ContractError",
+    "DeadLetterTopic",
+    "DeviceTopic",
+    "Envelope",
+    "InvalidId",
+    "InvalidTopic",
+    "Kind",
+    "MalformedPayload",
+    "PayloadTooLarge",
+    "SchemaViolation",
+    "StatusBody",
+    "StatusEnvelope",
+    "TemperatureBody",
+    "TemperatureEnvelope",
+    "decode",
+    "device_filter",
+    "encode",
+    "format_utc_ms",
+    "make_envelope",
+    "message_id",
+    "shared",
+    "utc_now",
+    "validate_id",
+]

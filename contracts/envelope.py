@@ -1,0 +1,114 @@
+"""The message envelope that wraps every body on the wire.
+
+``id`` is ``{device}:{boot}:{seq}``: unique per device across reboots, so that a
+redelivered message is recognisable as the same message everywhere downstream.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from contracts.ids import Identifier
+from contracts.telemetry import StatusBody, TemperatureBody
+from contracts.timestamps import UtcTimestamp
+from contracts.topics import Channel
+
+SCHEMA_VERSION = 1
+_MESSAGE_ID = re.compile(r"^(?P<device>[A-Za-z0-9_-]{1,64}):(?P<boot>[1-9][0-9]{0,17}):(?P<seq>[0-9]{1,18})$")
+
+
+class Kind(StrEnum):
+    TEMPERATURE = "temperature"
+    STATUS = "status"
+
+
+CHANNEL_OF_KIND: dict[Kind, Channel] = {
+    Kind.TEMPERATURE: Channel.TELEMETRY,
+    Kind.STATUS: Channel.STATUS,
+}
+"""The one channel each kind travels on."""
+
+
+def message_id(device: str, boot: int, seq: int) -> str:
+    return f"{device}:{boot}:{seq}"
+
+
+class _EnvelopeBase(BaseModel):
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        validate_by_alias=True,
+        validate_by_name=True,
+        serialize_by_alias=True,
+    )
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    id: str = Field(max_length=160)
+    station: Identifier
+    device: Identifier
+    ts: UtcTimestamp
+    seq: int = Field(ge=0, lt=10**18)
+
+    @model_validator(mode="after")
+    def _id_names_device_and_seq(self) -> _EnvelopeBase:
+        match = _MESSAGE_ID.match(self.id)
+        if match is None:
+            raise ValueError("id must be '{device}:{boot}:{seq}'")
+        if match["device"] != self.device or int(match["seq"]) != self.seq:
+            raise ValueError("id must name this envelope's device and seq")
+        return self
+
+    @property
+    def boot(self) -> int:
+        """The boot counter of the device when it sent the message (from ``id``)."""
+        return int(self.id.split(":")[1])
+
+    @property
+    def message_channel(self) -> Channel:
+        """The channel this envelope's kind travels on."""
+        return CHANNEL_OF_KIND[Kind(getattr(self, "kind"))]  # noqa: B009 - kind is per subclass
+
+
+class TemperatureEnvelope(_EnvelopeBase):
+    kind: Literal["temperature"] = "temperature"
+    body: TemperatureBody
+
+
+class StatusEnvelope(_EnvelopeBase):
+    kind: Literal["status"] = "status"
+    body: StatusBody
+
+
+Envelope = Annotated[TemperatureEnvelope | StatusEnvelope, Field(discriminator="kind")]
+"""Any envelope, discriminated by ``kind``."""
+
+AnyEnvelope = TemperatureEnvelope | StatusEnvelope
+
+
+def make_envelope(
+    *,
+    station: str,
+    device: str,
+    boot: int,
+    seq: int,
+    ts: datetime,
+    body: TemperatureBody | StatusBody,
+) -> AnyEnvelope:
+    """Build and validate an envelope for ``body``; the kind follows from the body's type."""
+    fields = {
+        "id": message_id(device, boot, seq),
+        "station": station,
+        "device": device,
+        "ts": ts,
+        "seq": seq,
+        "body": body,
+    }
+    if isinstance(body, TemperatureBody):
+        return TemperatureEnvelope.model_validate(fields)
+    return StatusEnvelope.model_validate(fields)

@@ -1,0 +1,1 @@
+"""The edge agent: station config, device supervision and publishing over MQTT."""

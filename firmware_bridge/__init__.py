@@ -1,0 +1,1 @@
+"""Talking to device firmware: drivers, frame codecs and simulators."""

@@ -1,0 +1,1 @@
+"""Device simulators over real ptys and TCP, with fault injection."""

@@ -1,0 +1,1 @@
+"""Gateway service: consumes device streams, validates them and stores them."""

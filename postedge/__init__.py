@@ -1,0 +1,1 @@
+"""The postedge command line and the demo that wires every part together."""

@@ -1,0 +1,86 @@
+"""Fixtures that start real servers on free loopback ports.
+
+Servers are started by ``postedge.localservers`` and waited for by readiness probes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.mosquitto import AclRule
+from postedge.localservers import Influxd, Mosquitto
+
+GATEWAY_USER = "gateway"
+GATEWAY_PASSWORD = "gateway-secret"
+OBSERVER_USER = "observer"
+OBSERVER_PASSWORD = "observer-secret"
+
+
+def device_password(device: str) -> str:
+    return f"pw-{device}"
+
+
+@pytest.fixture
+def make_mosquitto(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """A factory for private brokers; ``devices`` are users confined by the device ACL.
+
+    The gateway user may read and write everything; the observer may read everything.
+    """
+    started: list[Mosquitto] = []
+
+    def factory(devices: Sequence[str] = (), name: str = "mosquitto", **kwargs: Any) -> Mosquitto:
+        users = {GATEWAY_USER: GATEWAY_PASSWORD, OBSERVER_USER: OBSERVER_PASSWORD}
+        users.update({device: device_password(device) for device in devices})
+        broker = Mosquitto(
+            tmp_path / name,
+            users=users,
+            acl={
+                GATEWAY_USER: [AclRule("readwrite", "#"), AclRule("readwrite", "$share/#")],
+                OBSERVER_USER: [AclRule("read", "#")],
+            },
+            **kwargs,
+        )
+        broker.start()
+        started.append(broker)
+        return broker
+
+    yield factory
+    for broker in started:
+        broker.stop(kill=True)
+
+
+@pytest.fixture
+def mosquitto(make_mosquitto: Callable[..., Mosquitto]) -> Mosquitto:
+    """A private broker with devices ``dev1`` .. ``dev3`` (password ``pw-{device}``)."""
+    return make_mosquitto(devices=["dev1", "dev2", "dev3"])
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    """One InfluxDB server for the session; tests take their own database from ``influx_db``."""
+    server = Influxd(tmp_path_factory.mktemp("influxd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def influx_db(influxd: Influxd) -> str:
+    """A fresh database on the session's InfluxDB."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    influxd.create_database(name)
+    return name
+
+
+@pytest.fixture
+def private_influxd(tmp_path: Path) -> Iterator[Influxd]:
+    """An InfluxDB server of the test's own, for tests that stop and restart it."""
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    yield server
+    server.stop(kill=True)
