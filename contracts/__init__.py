@@ -26,7 +26,14 @@ from contracts.errors import (
 from contracts.ids import ID_PATTERN, validate_id
 from contracts.telemetry import StatusBody, TemperatureBody
 from contracts.timestamps import format_utc_ms, utc_now
-from contracts.topics import AlertsTopic, Channel, DeadLetterTopic, DeviceTopic, device_filter, shared
+from contracts.topics import (
+    AlertsTopic,
+    Channel,
+    DeadLetterTopic,
+    DeviceTopic,
+    device_filter,
+    shared,
+)
 
 __all__ = [
     "CHANNEL_OF_KIND",

@@ -18,8 +18,10 @@ from contracts.telemetry import StatusBody, TemperatureBody
 from contracts.timestamps import UtcTimestamp
 from contracts.topics import Channel
 
-SCHEMA_VERSION = 1
-_MESSAGE_ID = re.compile(r"^(?P<device>[A-Za-z0-9_-]{1,64}):(?P<boot>[1-9][0-9]{0,17}):(?P<seq>[0-9]{1,18})$")
+SCHEMA_VERSION: Literal[1] = 1
+_MESSAGE_ID = re.compile(
+    r"^(?P<device>[A-Za-z0-9_-]{1,64}):(?P<boot>[1-9][0-9]{0,17}):(?P<seq>[0-9]{1,18})$"
+)
 
 
 class Kind(StrEnum):
@@ -57,7 +59,7 @@ class _EnvelopeBase(BaseModel):
 
     @model_validator(mode="after")
     def _id_names_device_and_seq(self) -> _EnvelopeBase:
-        match = _MESSAGE_ID.match(self.id)
+        match = _MESSAGE_ID.fullmatch(self.id)
         if match is None:
             raise ValueError("id must be '{device}:{boot}:{seq}'")
         if match["device"] != self.device or int(match["seq"]) != self.seq:

@@ -39,6 +39,9 @@ class MalformedPayload(ContractError):
 
 
 class SchemaViolation(ContractError):
-    """JSON that does not match the envelope or body schema: unknown or missing fields, wrong types."""
+    """JSON that does not match the envelope or body schema.
+
+    Unknown or missing fields, wrong types, values out of range.
+    """
 
     reason = "schema"

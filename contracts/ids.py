@@ -18,6 +18,6 @@ Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 def validate_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a valid id, else raise :class:`InvalidId` naming ``what``."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise InvalidId(f"{what} {value!r} must match {ID_PATTERN}")
     return value

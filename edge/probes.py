@@ -1,0 +1,84 @@
+"""Polling the Modbus probes of one device at a fixed rate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from contracts import TemperatureBody
+from edge.config import ModbusBusConfig, ProbeConfig, RegisterConfig
+from firmware_bridge.errors import BridgeError
+from firmware_bridge.probes.modbus import ModbusProbeSpec, ModbusRtuBus, RegisterSpec
+
+log = logging.getLogger(__name__)
+
+
+def probe_spec(probe: ProbeConfig) -> ModbusProbeSpec:
+    """The driver's view of a configured probe."""
+
+    def register(config: RegisterConfig) -> RegisterSpec:
+        return RegisterSpec(
+            register=config.register, table=config.table, scale=config.scale, signed=config.signed
+        )
+
+    return ModbusProbeSpec(
+        probe=probe.id,
+        unit=probe.unit,
+        temperature=register(probe.temperature),
+        humidity=register(probe.humidity) if probe.humidity else None,
+    )
+
+
+class ProbePoller:
+    """Reads every probe of a device's buses once per ``interval_s`` and hands on the readings.
+
+    A probe that fails is logged once when it starts failing and once when it recovers,
+    and counted; the other probes carry on.
+    """
+
+    def __init__(
+        self,
+        buses: list[ModbusBusConfig],
+        interval_s: float,
+        on_reading: Callable[[TemperatureBody], None],
+    ) -> None:
+        self._bus_configs = buses
+        self._interval = interval_s
+        self._on_reading = on_reading
+        self._failing: dict[str, str] = {}
+        self.read_errors = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            buses = []
+            for config in self._bus_configs:
+                bus = ModbusRtuBus(config.port, baudrate=config.baudrate, timeout=config.timeout_s)
+                await stack.enter_async_context(bus)
+                buses.append((bus, [probe_spec(probe) for probe in config.probes]))
+            loop = asyncio.get_running_loop()
+            due = loop.time()
+            while not stop.is_set():
+                await asyncio.gather(*(self._read_bus(bus, specs) for bus, specs in buses))
+                due += self._interval
+                now = loop.time()
+                if due < now:  # fell behind (slow bus): skip the missed slots, keep the rate
+                    due = now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=due - now)
+
+    async def _read_bus(self, bus: ModbusRtuBus, specs: list[ModbusProbeSpec]) -> None:
+        for spec in specs:
+            try:
+                reading = await bus.read(spec)
+            except BridgeError as exc:
+                self.read_errors += 1
+                cause = f"{type(exc).__name__}: {exc}"
+                if self._failing.get(spec.probe) != cause:
+                    log.error("probe %s: read failed: %s", spec.probe, cause)
+                    self._failing[spec.probe] = cause
+                continue
+            if self._failing.pop(spec.probe, None) is not None:
+                log.info("probe %s: reading again", spec.probe)
+            self._on_reading(reading)

@@ -1,0 +1,297 @@
+"""Modbus RTU temperature/humidity probes on an RS-485 bus.
+
+A probe is described as data (:class:`ModbusProbeSpec`); a bus (:class:`ModbusRtuBus`) owns
+one serial line and reads any number of probes on it, one request at a time, because
+RS-485 is half-duplex. Everything pymodbus raises is translated here into
+:mod:`firmware_bridge.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, Self, get_args
+
+from pydantic import ValidationError
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from contracts import TemperatureBody, validate_id
+from firmware_bridge.errors import (
+    BridgeError,
+    DeviceProtocolError,
+    DeviceTimeout,
+    DeviceUnavailable,
+    map_exceptions,
+)
+
+log = logging.getLogger(__name__)
+
+Table = Literal["holding", "input"]
+TABLES: tuple[Table, ...] = get_args(Table)
+READ_FUNCTION_CODE: dict[Table, int] = {"holding": 3, "input": 4}
+
+_SIGNIFICANT_DIGITS = 12
+"""Enough for any int16 times any sane scale, few enough to turn 4.4999999999 into 4.5."""
+
+
+@dataclass(frozen=True)
+class RegisterSpec:
+    """Where one quantity lives: a 16-bit register, and how to turn it into a number."""
+
+    register: int
+    table: Table = "holding"
+    scale: float = 0.1
+    signed: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("register", self.register, 0, 0xFFFF)
+        if self.table not in TABLES:
+            raise ValueError(f"table must be one of {TABLES}, not {self.table!r}")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, int | float):
+            raise TypeError(f"scale must be a number, not {self.scale!r}")
+        if not math.isfinite(self.scale) or self.scale == 0:
+            raise ValueError(f"scale must be finite and non-zero, not {self.scale!r}")
+        if not isinstance(self.signed, bool):
+            raise TypeError(f"signed must be a bool, not {self.signed!r}")
+
+
+@dataclass(frozen=True)
+class ModbusProbeSpec:
+    """One probe on a bus: its wire id, its Modbus device id and its register map."""
+
+    probe: str
+    unit: int
+    temperature: RegisterSpec
+    humidity: RegisterSpec | None = None
+
+    def __post_init__(self) -> None:
+        validate_id(self.probe, "probe")
+        _check_int("unit", self.unit, 1, 247)  # 0 is broadcast, 248..255 are reserved
+        if not isinstance(self.temperature, RegisterSpec):
+            raise TypeError("temperature must be a RegisterSpec")
+        if self.humidity is None:
+            return
+        if not isinstance(self.humidity, RegisterSpec):
+            raise TypeError("humidity must be a RegisterSpec or None")
+        if (self.humidity.table, self.humidity.register) == (
+            self.temperature.table,
+            self.temperature.register,
+        ):
+            raise ValueError("temperature and humidity cannot share a register")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, not {value}")
+
+
+def decode_register(raw: int, spec: RegisterSpec) -> float:
+    """The physical value of a raw 16-bit register: two's complement if signed, times scale."""
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 0xFFFF:
+        raise ValueError(f"a register holds 0..65535, not {raw!r}")
+    if spec.signed and raw >= 0x8000:
+        raw -= 0x10000
+    return float(f"{raw * spec.scale:.{_SIGNIFICANT_DIGITS}g}")
+
+
+def encode_register(value: float, spec: RegisterSpec) -> int:
+    """The raw register a device shows for ``value``; saturates at the range, as firmware does.
+
+    The inverse of :func:`decode_register` up to the scale's resolution.
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"cannot encode {value!r}")
+    low, high = (-0x8000, 0x7FFF) if spec.signed else (0, 0xFFFF)
+    counts = min(high, max(low, round(value / spec.scale)))
+    return counts & 0xFFFF
+
+
+class ModbusRtuBus:
+    """One serial line with Modbus RTU probes on it; open it with ``async with``.
+
+    A port that cannot be opened, or that vanishes, is not fatal: every :meth:`read`
+    first reopens a closed port and raises :class:`DeviceUnavailable` if it cannot, so a
+    caller polling on a schedule recovers by itself once the adapter is back.
+    ``timeout`` bounds each try; a request is tried ``1 + retries`` times.
+    """
+
+    def __init__(
+        self, port: str, *, baudrate: int = 9600, timeout: float = 1.0, retries: int = 1
+    ) -> None:
+        if not isinstance(port, str) or not port:
+            raise ValueError("port must be a non-empty path")
+        _check_int("baudrate", baudrate, 1, 10_000_000)
+        _check_int("retries", retries, 0, 10)
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
+        self._port = port
+        self._baudrate = baudrate
+        self._timeout = timeout
+        self._retries = retries
+        self._lock = asyncio.Lock()
+        self._client: AsyncModbusSerialClient | None = None
+        self._heard = False  # bytes came back since the last request was sent
+
+    @property
+    def port(self) -> str:
+        return self._port
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._open()
+        except DeviceUnavailable as exc:
+            # An adapter unplugged at start-up must not stop the caller's other buses.
+            log.warning("%s; retrying on the next read", exc)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the port; a later :meth:`read` opens it again."""
+        async with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    async def read(self, spec: ModbusProbeSpec) -> TemperatureBody:
+        """Read one probe's temperature (and humidity, if it has one) as a validated body.
+
+        Raises a :class:`~firmware_bridge.errors.BridgeError`, never a library exception.
+        """
+        async with self._lock:
+            client = await self._open()
+            celsius, humidity = await self._read_values(client, spec)
+        try:
+            return TemperatureBody(probe=spec.probe, celsius=celsius, humidity=humidity)
+        except ValidationError:
+            raise DeviceProtocolError(
+                f"{self._where(spec.unit)}: implausible reading "
+                f"{celsius} °C / {humidity} %RH: check the register map"
+            ) from None
+
+    async def _open(self) -> AsyncModbusSerialClient:
+        # Built on first use: pymodbus objects need a running event loop.
+        if self._client is None:
+            self._client = AsyncModbusSerialClient(
+                self._port,
+                framer=FramerType.RTU,
+                baudrate=self._baudrate,
+                timeout=self._timeout,
+                retries=self._retries,
+                reconnect_delay=0,  # reconnecting is ours to do, on the caller's schedule
+                trace_packet=self._on_packet,
+                name=f"modbus {self._port}",
+            )
+        if not self._client.connected and not await self._client.connect():
+            raise DeviceUnavailable(f"serial port {self._port} {_why_unopenable(self._port)}")
+        return self._client
+
+    def _on_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending and data:
+            self._heard = True
+        return data
+
+    async def _read_values(
+        self, client: AsyncModbusSerialClient, spec: ModbusProbeSpec
+    ) -> tuple[float, float | None]:
+        temperature, humidity = spec.temperature, spec.humidity
+        if humidity is None:
+            raw = await self._read_registers(client, spec.unit, temperature, 1)
+            return decode_register(raw[0], temperature), None
+        first = min(temperature.register, humidity.register)
+        if (
+            humidity.table == temperature.table
+            and abs(humidity.register - temperature.register) == 1
+        ):
+            # The usual layout: both in one request halves the time the bus is busy.
+            raw = await self._read_registers(
+                client, spec.unit, RegisterSpec(first, temperature.table), 2
+            )
+            raw_t, raw_h = raw[temperature.register - first], raw[humidity.register - first]
+        else:
+            raw_t = (await self._read_registers(client, spec.unit, temperature, 1))[0]
+            raw_h = (await self._read_registers(client, spec.unit, humidity, 1))[0]
+        return decode_register(raw_t, temperature), decode_register(raw_h, humidity)
+
+    async def _read_registers(
+        self, client: AsyncModbusSerialClient, unit: int, where: RegisterSpec, count: int
+    ) -> list[int]:
+        read = (
+            client.read_holding_registers
+            if where.table == "holding"
+            else client.read_input_registers
+        )
+        self._heard = False
+        with map_exceptions(
+            {ConnectionException: DeviceUnavailable, ModbusException: DeviceProtocolError}
+        ):
+            try:
+                response = await read(where.register, count=count, device_id=unit)
+            except ModbusIOException:
+                # pymodbus reports silence and garbage alike as "no response".
+                raise self._no_answer(client, unit) from None
+        if response.isError():
+            code = _exception_name(response.exception_code)
+            raise DeviceProtocolError(
+                f"{self._where(unit)}: exception response {code} "
+                f"reading {where.table} register {where.register}"
+            )
+        if response.function_code != READ_FUNCTION_CODE[where.table]:
+            raise DeviceProtocolError(
+                f"{self._where(unit)}: answered function {response.function_code} "
+                f"to a read of {where.table} registers"
+            )
+        registers = list(response.registers)
+        if len(registers) != count:
+            raise DeviceProtocolError(
+                f"{self._where(unit)}: asked for {count} registers, got {len(registers)}"
+            )
+        return registers
+
+    def _no_answer(self, client: AsyncModbusSerialClient, unit: int) -> BridgeError:
+        if not client.connected:
+            return DeviceUnavailable(f"serial port {self._port} vanished")
+        tries = 1 + self._retries
+        if self._heard:
+            return DeviceProtocolError(
+                f"{self._where(unit)}: no valid frame in {tries} tries (bad CRC or garbled answer)"
+            )
+        return DeviceTimeout(
+            f"{self._where(unit)}: no answer within {self._timeout} s ({tries} tries)"
+        )
+
+    def _where(self, unit: int) -> str:
+        return f"{self._port} unit {unit}"
+
+
+def _why_unopenable(port: str) -> str:
+    """A best guess at why opening failed: pymodbus only logs the reason, and returns False."""
+    if "://" in port:  # a pyserial URL (socket://, rfc2217://): nothing local to inspect
+        return "cannot be opened"
+    if not os.path.exists(port):
+        return "does not exist (adapter unplugged?)"
+    if not os.access(port, os.R_OK | os.W_OK):
+        return "is not readable and writable by this user"
+    return "cannot be opened (in use by another program, or not a serial port?)"
+
+
+def _exception_name(code: int) -> str:
+    try:
+        return f"{code} ({ExcCodes(code).name.lower().replace('_', ' ')})"
+    except ValueError:
+        return str(code)
