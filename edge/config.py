@@ -55,9 +55,12 @@ class BrokerConfig(BaseModel):
 
 
 class RegisterConfig(BaseModel):
-    model_config = _STRICT
+    """Where a value sits: ``{ register = 0, table = "holding", scale = 0.1, signed = true }``."""
 
-    register: int = Field(ge=0, le=65535)
+    # The key is "register", which would shadow BaseModel.register as a field name.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True)
+
+    address: int = Field(alias="register", ge=0, le=65535)
     table: Literal["holding", "input"] = "holding"
     scale: float = 0.1
     signed: bool = True

@@ -20,7 +20,7 @@ def probe_spec(probe: ProbeConfig) -> ModbusProbeSpec:
 
     def register(config: RegisterConfig) -> RegisterSpec:
         return RegisterSpec(
-            register=config.register, table=config.table, scale=config.scale, signed=config.signed
+            register=config.address, table=config.table, scale=config.scale, signed=config.signed
         )
 
     return ModbusProbeSpec(

@@ -5,7 +5,3 @@ from __future__ import annotations
 
 class GatewayError(Exception):
     """Something the gateway could not do."""
-
-
-class ConfigError(GatewayError):
-    """A configuration file that cannot be read or does not validate."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from contracts import validate_id
@@ -58,7 +58,7 @@ def device_acl() -> list[str]:
     ]
 
 
-def acl_text(users: dict[str, Iterable[AclRule]], *, patterns: Iterable[str] = ()) -> str:
+def acl_text(users: Mapping[str, Iterable[AclRule]], *, patterns: Iterable[str] = ()) -> str:
     """The text of a Mosquitto ACL file: per-user rules, then patterns for everyone."""
     lines: list[str] = []
     for username, rules in users.items():

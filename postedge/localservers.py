@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -76,17 +77,24 @@ class _Child:
         stdout = (self.workdir / f"{self.name}.stdout").open("ab")
         with stdout:
             self.process = subprocess.Popen(
-                self._command(), stdout=stdout, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self._command(),
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         delay = 0.005
         while not self._ready():
             if self.process.poll() is not None:
-                raise ServerError(f"{self.name} exited with {self.process.returncode}: {self._tail()}")
+                raise ServerError(
+                    f"{self.name} exited with {self.process.returncode}: {self._tail()}"
+                )
             if time.monotonic() > deadline:
                 self.stop(kill=True)
-                raise ServerError(f"{self.name} was not ready after {timeout:.0f} s: {self._tail()}")
+                raise ServerError(
+                    f"{self.name} was not ready after {timeout:.0f} s: {self._tail()}"
+                )
             time.sleep(delay)  # polling interval of the readiness probe, not a synchronisation
             delay = min(delay * 2, 0.1)
 
@@ -182,7 +190,9 @@ class Mosquitto(_Child):
             f"listener {self.port} {self.host}",
             *self.extra_conf,
         ]
-        (self.workdir / "mosquitto.conf").write_text("\n".join(line for line in conf if line) + "\n")
+        (self.workdir / "mosquitto.conf").write_text(
+            "\n".join(line for line in conf if line) + "\n"
+        )
 
     def _ready(self) -> bool:
         try:
@@ -193,16 +203,25 @@ class Mosquitto(_Child):
 
 
 class Influxd(_Child):
-    """A private InfluxDB 1.x server (Debian's ``influxdb`` package)."""
+    """A private InfluxDB 1.x server (Debian's ``influxdb`` package).
+
+    With ``auth=True`` HTTP authentication is enabled and, on the first start, the admin
+    user ``admin_user``/``admin_password`` is created (InfluxDB 1.x lets the first admin
+    be created without credentials); :meth:`query` then authenticates as that admin.
+    """
 
     name = "influxd"
+    admin_user = "admin"
 
-    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, *, port: int | None = None, auth: bool = False) -> None:
         super().__init__(workdir)
         self.binary = find_binary("influxd", "influxdb")
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.rpc_port = free_port()
+        self.auth = auth
+        self.admin_password = secrets.token_hex(16)
+        self._admin_created = False
 
     @property
     def url(self) -> str:
@@ -227,6 +246,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 [http]
   bind-address = "127.0.0.1:{self.port}"
   log-enabled = false
+  auth-enabled = {"true" if self.auth else "false"}
 [logging]
   level = "warn"
 """
@@ -249,9 +269,24 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         request = urllib.request.Request(  # noqa: S310 - loopback URL built here
             f"{self.url}/query", data=urllib.parse.urlencode(params).encode(), method="POST"
         )
+        if self.auth and self._admin_created:
+            import base64
+
+            token = base64.b64encode(f"{self.admin_user}:{self.admin_password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             result: dict[str, object] = json.load(response)
         return result
 
     def create_database(self, name: str) -> None:
         self.query(f'CREATE DATABASE "{name}"')
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the server; with ``auth`` create the admin user on the first start."""
+        super().start(timeout)
+        if self.auth and not self._admin_created:
+            self.query(
+                f"CREATE USER \"{self.admin_user}\" WITH PASSWORD '{self.admin_password}' "
+                "WITH ALL PRIVILEGES"
+            )
+            self._admin_created = True

@@ -84,3 +84,12 @@ def private_influxd(tmp_path: Path) -> Iterator[Influxd]:
     server.start()
     yield server
     server.stop(kill=True)
+
+
+@pytest.fixture(scope="session")
+def influxd_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    """An InfluxDB server with HTTP auth on; its admin: ``admin_user``/``admin_password``."""
+    server = Influxd(tmp_path_factory.mktemp("influxd-auth"), auth=True)
+    server.start()
+    yield server
+    server.stop()

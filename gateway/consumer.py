@@ -1,0 +1,165 @@
+"""The gateway's MQTT session: a persistent MQTT 5 session on the shared subscription.
+
+Messages are acknowledged only when the caller says they are stored (paho manual ack):
+an unacknowledged message comes again after a reconnect, because the session persists
+(``clean_start=False`` plus a session expiry). The broker sends at most
+``receive_maximum`` unacknowledged messages, which bounds memory while the store is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from contracts import Channel, device_filter, shared
+from contracts.mqtt import connect_properties, is_success, new_client, reason_text
+from gateway.config import BrokerConfig
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBED_CHANNELS = (Channel.TELEMETRY, Channel.STATUS)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One received message, not yet acknowledged."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+class MqttConsumer:
+    """Receives into an in-memory inbox; :meth:`take` hands out batches, :meth:`ack` confirms."""
+
+    def __init__(self, broker: BrokerConfig, *, client_id: str, receive_maximum: int) -> None:
+        self._broker = broker
+        self._client_id = client_id
+        self._receive_maximum = receive_maximum
+        self._client: paho.Client | None = None
+        self._inbox: deque[Inbound] = deque()
+        self._arrived = threading.Event()
+        self._wanted = 1
+        self._connected = threading.Event()
+        self._last_failure: str | None = None
+        self.connects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        password = self._broker.password.get_secret_value() if self._broker.password else None
+        client = new_client(
+            self._client_id, username=self._broker.username, password=password, manual_ack=True
+        )
+        # Outgoing side (dead letters): no cap on in-flight or queued publishes.
+        client.max_inflight_messages_set(65_535)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(self._broker.reconnect_min_s, self._broker.reconnect_max_s)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        client.connect_async(
+            self._broker.host,
+            self._broker.port,
+            keepalive=self._broker.keepalive_s,
+            clean_start=False,
+            properties=connect_properties(
+                session_expiry_s=self._broker.session_expiry_s,
+                receive_maximum=self._receive_maximum,
+            ),
+        )
+        client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect; whatever was not acknowledged stays with the broker's session."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        self._connected.clear()
+
+    def take(self, max_items: int, wait_s: float, idle_timeout_s: float) -> list[Inbound]:
+        """Up to ``max_items`` messages: waits up to ``idle_timeout_s`` for the first one,
+        then up to ``wait_s`` more for the batch to fill."""
+        if not self._await(1, idle_timeout_s):
+            return []
+        if wait_s > 0:
+            self._await(max_items, wait_s)
+        inbox = self._inbox
+        return [inbox.popleft() for _ in range(min(max_items, len(inbox)))]
+
+    def _await(self, count: int, timeout: float) -> bool:
+        """Wait until the inbox holds ``count`` messages; the receiving thread wakes us
+        only then, not once per message."""
+        self._wanted = count
+        self._arrived.clear()
+        if len(self._inbox) >= count:
+            return True
+        return self._arrived.wait(timeout)
+
+    def ack(self, messages: list[Inbound]) -> None:
+        client = self._client
+        if client is None:
+            return
+        for message in messages:
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        if self._client is not None:
+            self._client.publish(topic, payload, qos=qos)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        inbox = self._inbox
+        inbox.append(Inbound(message.topic, bytes(message.payload), message.mid, message.qos))
+        if len(inbox) >= self._wanted and not self._arrived.is_set():
+            self._arrived.set()
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
+    ) -> None:
+        if not is_success(reason):
+            self._fail(f"broker refused the connection: {reason_text(reason)}")
+            return
+        self.connects += 1
+        self._last_failure = None
+        log.info(
+            "%s: connected to %s:%s (session %s)",
+            self._client_id,
+            self._broker.host,
+            self._broker.port,
+            "resumed" if flags.session_present else "new",
+        )
+        options = SubscribeOptions(qos=1)
+        client.subscribe([(shared(device_filter(ch)), options) for ch in SUBSCRIBED_CHANNELS])
+        self._connected.set()
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._fail(f"cannot reach broker {self._broker.host}:{self._broker.port}")
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
+    ) -> None:
+        if self._connected.is_set() and self._client is not None:
+            log.warning("%s: disconnected from broker: %s", self._client_id, reason_text(reason))
+        self._connected.clear()
+
+    def _fail(self, cause: str) -> None:
+        if cause != self._last_failure:
+            log.error("%s: %s; retrying with backoff", self._client_id, cause)
+            self._last_failure = cause

@@ -1,0 +1,186 @@
+"""The ingest loop: batch, validate, store durably, then acknowledge.
+
+Nothing is acknowledged before the store has accepted it. While the store is down the
+batch is retried with capped, jittered exponential backoff; the broker holds everything
+not yet acknowledged. Input that breaks the contract is dead-lettered: a record is
+stored with the batch, published on ``postedge/v1/_deadletter/{reason}`` and counted,
+and the message is acknowledged so that it does not come back.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from contracts import AnyEnvelope, ContractError, DeviceTopic, InvalidTopic, decode
+from gateway.config import IngestConfig
+from gateway.consumer import Inbound, MqttConsumer
+from gateway.convert import deadletter_point, to_points
+from gateway.deadletter import DeadLetter
+from gateway.telemetry import StoreError, StoreRejected, TelemetryPoint, TelemetryStore
+
+log = logging.getLogger(__name__)
+
+
+class IdentityMismatch(ContractError):
+    """An envelope whose station or device differs from the topic it came on."""
+
+    reason = "identity"
+
+
+@dataclass
+class IngestStats:
+    received: int = 0
+    stored: int = 0
+    batches: int = 0
+    store_retries: int = 0
+    deadletters: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        dead = ", ".join(f"{reason} {n}" for reason, n in sorted(self.deadletters.items())) or "0"
+        return (
+            f"received {self.received}, stored {self.stored} in {self.batches} batches, "
+            f"store retries {self.store_retries}, dead letters: {dead}"
+        )
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_topic(topic: str) -> DeviceTopic:
+    return DeviceTopic.parse(topic)
+
+
+def accept(message: Inbound) -> AnyEnvelope:
+    """Validate one message against the contract and its topic; raise :class:`ContractError`."""
+    topic = _parse_topic(message.topic)
+    envelope = decode(message.payload)
+    if envelope.station != topic.station or envelope.device != topic.device:
+        raise IdentityMismatch(
+            f"envelope names {envelope.station}/{envelope.device} "
+            f"but came on {topic.station}/{topic.device}"
+        )
+    if envelope.message_channel != topic.channel:
+        raise InvalidTopic(
+            f"kind {envelope.message_channel.value} message on the {topic.channel.value} channel"
+        )
+    return envelope
+
+
+@dataclass
+class _Entry:
+    message: Inbound
+    points: list[TelemetryPoint]
+    dead: DeadLetter | None = None
+
+
+class Ingestor:
+    """Moves batches from the consumer into the store until stopped."""
+
+    def __init__(
+        self, consumer: MqttConsumer, store: TelemetryStore, config: IngestConfig, name: str
+    ) -> None:
+        self._consumer = consumer
+        self._store = store
+        self._config = config
+        self._name = name
+        self.stats = IngestStats()
+
+    def run(self, stop: threading.Event) -> None:
+        next_stats = time.monotonic() + self._config.stats_interval_s
+        while not stop.is_set():
+            batch = self._consumer.take(
+                self._config.batch_max, self._config.batch_wait_ms / 1000, idle_timeout_s=0.2
+            )
+            if batch:
+                self.process(batch, stop)
+            if time.monotonic() >= next_stats:
+                log.info("%s: %s", self._name, self.stats.summary())
+                next_stats += self._config.stats_interval_s
+
+    def process(self, batch: list[Inbound], stop: threading.Event) -> bool:
+        """Store one batch and acknowledge it; False if stopped before it was stored."""
+        received_ns = time.time_ns()
+        entries = [self._entry(message, received_ns) for message in batch]
+        self.stats.received += len(batch)
+        if not self._write_with_retry(entries, stop):
+            return False
+        for entry in entries:
+            if entry.dead is not None:
+                self.stats.deadletters[entry.dead.reason] += 1
+                self._consumer.publish(entry.dead.destination, entry.dead.to_json())
+        self._consumer.ack(batch)
+        self.stats.batches += 1
+        return True
+
+    def _entry(self, message: Inbound, received_ns: int) -> _Entry:
+        try:
+            return _Entry(message, to_points(accept(message)))
+        except ContractError as exc:
+            return self._dead_entry(message, exc.reason, str(exc), received_ns)
+
+    @staticmethod
+    def _dead_entry(message: Inbound, reason: str, error: str, received_ns: int) -> _Entry:
+        record = DeadLetter.of(
+            reason=reason,
+            error=error,
+            topic=message.topic,
+            payload=message.payload,
+            received_ns=received_ns,
+        )
+        return _Entry(message, [deadletter_point(record)], record)
+
+    def _write_with_retry(self, entries: list[_Entry], stop: threading.Event) -> bool:
+        delay = self._config.retry_initial_s
+        failing_since: float | None = None
+        while True:
+            try:
+                self._write(entries)
+            except StoreError as exc:
+                # Down, or misconfigured (credentials, missing database): nothing may be
+                # acknowledged until it is stored, so retry until it works or we stop.
+                if failing_since is None:
+                    log.error("%s: store write failed, retrying with backoff: %s", self._name, exc)
+                    failing_since = time.monotonic()
+            else:
+                if failing_since is not None:
+                    log.info(
+                        "%s: store accepts writes again after %.1f s",
+                        self._name,
+                        time.monotonic() - failing_since,
+                    )
+                return True
+            self.stats.store_retries += 1
+            if stop.wait(delay * random.uniform(0.5, 1.0)):
+                return False
+            delay = min(delay * 2, self._config.retry_max_s)
+
+    def _write(self, entries: list[_Entry]) -> None:
+        """Write every entry's points; entries the store rejects become dead letters."""
+        points = [point for entry in entries for point in entry.points]
+        try:
+            self._store.write(points)
+        except StoreRejected as exc:
+            if len(entries) == 1:
+                self._reject(entries[0], exc)
+            else:
+                middle = len(entries) // 2
+                self._write(entries[:middle])
+                self._write(entries[middle:])
+            return
+        self.stats.stored += sum(1 for entry in entries if entry.dead is None)
+
+    def _reject(self, entry: _Entry, exc: StoreRejected) -> None:
+        if entry.dead is not None:
+            # The store refused even the dead-letter record: nothing more can be kept.
+            log.error("%s: store refused a dead-letter record: %s", self._name, exc)
+            return
+        log.warning(
+            "%s: store rejected a message from %s: %s", self._name, entry.message.topic, exc
+        )
+        dead = self._dead_entry(entry.message, "store", str(exc), time.time_ns())
+        entry.points, entry.dead = dead.points, dead.dead
+        self._write([entry])

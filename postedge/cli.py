@@ -1,0 +1,223 @@
+"""``postedge``: one command for every part of the system."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from contracts.configfile import ConfigFileError
+from edge.errors import EdgeError
+from firmware_bridge.errors import BridgeError
+from gateway.errors import GatewayError
+from postedge.localservers import ServerError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("postedge")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="postedge",
+        description=(
+            "postedge: IoT edge gateway for rural parcel delivery. Edge agents read station "
+            "devices and publish over MQTT; the gateway validates and stores; the API serves "
+            "supervisors. Start with 'postedge demo'."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"postedge {_version()}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity on stderr (default: INFO)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_edge(commands)
+    _add_gateway(commands)
+    _add_api(commands)
+    _add_sim(commands)
+    _add_demo(commands)
+    return parser
+
+
+def _add_edge(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    edge = commands.add_parser(
+        "edge",
+        help="the edge agent on a station box",
+        description="The edge agent on a station box.",
+    )
+    sub = edge.add_subparsers(dest="edge_command", metavar="SUBCOMMAND", required=True)
+    run = sub.add_parser(
+        "run",
+        help="read the station's devices and publish their readings",
+        description=(
+            "Read the probes named in STATION.toml every interval and publish temperature "
+            "envelopes at QoS 1 over MQTT 5, with a retained online/offline status. "
+            "Stops cleanly on SIGINT or SIGTERM."
+        ),
+    )
+    run.add_argument("config", type=Path, metavar="STATION.toml", help="station configuration file")
+    run.set_defaults(func=_edge_run)
+
+
+def _edge_run(args: argparse.Namespace) -> int:
+    from edge.agent import EdgeAgent, run_until_signalled
+    from edge.config import load_station_config
+
+    config = load_station_config(args.config)
+    asyncio.run(run_until_signalled(EdgeAgent(config)))
+    return 0
+
+
+def _add_gateway(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gateway = commands.add_parser(
+        "gateway",
+        help="the gateway that validates and stores device streams",
+        description="The gateway that validates and stores device streams.",
+    )
+    sub = gateway.add_subparsers(dest="gateway_command", metavar="SUBCOMMAND", required=True)
+    run = sub.add_parser(
+        "run",
+        help="consume telemetry and status from the broker into the telemetry store",
+        description=(
+            "Hold a persistent MQTT 5 session on the shared subscription "
+            "$share/gateway/postedge/v1/+/+/{telemetry,status}, validate every envelope, "
+            "write it to the configured store and acknowledge it only after the write. "
+            "Invalid input goes to postedge/v1/_deadletter/{reason}. "
+            "Stops cleanly on SIGINT or SIGTERM."
+        ),
+    )
+    run.add_argument("config", type=Path, metavar="GATEWAY.toml", help="gateway configuration file")
+    run.add_argument("--workers", type=int, help="worker processes (overrides [ingest] workers)")
+    run.set_defaults(func=_gateway_run)
+
+
+def _gateway_run(args: argparse.Namespace) -> int:
+    from gateway.config import load_gateway_config
+    from gateway.service import run_gateway
+
+    config = load_gateway_config(args.config)
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigFileError("--workers must be at least 1")
+        ingest = config.ingest.model_copy(update={"workers": args.workers})
+        config = config.model_copy(update={"ingest": ingest})
+    level = logging.getLevelName(logging.getLogger().level)
+    return run_gateway(config, setup_logging=_LoggingSetup(level))
+
+
+class _LoggingSetup:
+    """A picklable logging set-up for spawned gateway workers."""
+
+    def __init__(self, level: str) -> None:
+        self.level = level
+
+    def __call__(self) -> None:
+        configure_logging(self.level)
+
+
+def _add_api(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    api = commands.add_parser(
+        "api",
+        help="the supervisor API (FastAPI over uvicorn)",
+        description=(
+            "Serve the supervisor API: /healthz, /docs and /openapi.json, /api/v1/stations, "
+            "/api/v1/probes/{station}/{device}/{probe}/temperature. Reads the telemetry store "
+            "named in API.toml (default: SQLite file telemetry.sqlite in the current directory)."
+        ),
+    )
+    api.add_argument("--config", type=Path, metavar="API.toml", help="API configuration file")
+    api.add_argument("--host", help="listen address (overrides the config; default 127.0.0.1)")
+    api.add_argument("--port", type=int, help="listen port (overrides the config; default 8000)")
+    api.set_defaults(func=_api_run)
+
+
+def _api_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cloud_api.app import create_app
+    from cloud_api.config import ApiConfig, load_api_config
+
+    config = load_api_config(args.config) if args.config else ApiConfig()
+    host = args.host or config.api.host
+    port = args.port or config.api.port
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+    return 0
+
+
+def _add_sim(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from firmware_bridge.sim import cli as sim_cli
+
+    sim = commands.add_parser(
+        "sim",
+        help="device simulators over real ptys and TCP",
+        description="Device simulators over real ptys and TCP, with fault injection.",
+    )
+    sub = sim.add_subparsers(dest="sim_command", metavar="DEVICE", required=True)
+    sim_cli.register(sub)
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole system on this machine with simulated stations",
+        description=(
+            "Start a private Mosquitto on a free port, the gateway with the SQLite store, "
+            "the API, and three simulated stations with two probes each (one drifting into "
+            "an excursion) over real ptys; print the URL to open. Stops on Ctrl-C or after "
+            "--duration."
+        ),
+    )
+    demo.add_argument("--api-port", type=int, default=8000, help="API port (default 8000)")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument(
+        "--workdir", type=Path, help="where configs, data and logs go (default: a new temp dir)"
+    )
+    demo.add_argument("--interval", type=float, default=2.0, help="probe interval (default 2 s)")
+    demo.set_defaults(func=_demo_run)
+
+
+def _demo_run(args: argparse.Namespace) -> int:
+    from postedge.demo import run_demo
+
+    return run_demo(
+        api_port=args.api_port, duration=args.duration, workdir=args.workdir, interval=args.interval
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    handler: Handler = args.func
+    try:
+        return handler(args)
+    except ConfigFileError as exc:
+        print(f"postedge: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except (EdgeError, GatewayError, BridgeError, ServerError) as exc:
+        print(f"postedge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The walking skeleton end to end, every part real.
+
+probe simulator (pymodbus RTU server on a pty) → edge agent (its own process) →
+Mosquitto → gateway → InfluxDB → API: the API returns exactly the simulated values,
+with the device timestamps the edge gave them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from gateway.telemetry.config import InfluxStoreConfig
+
+from cloud_api.app import create_app
+from cloud_api.config import ApiConfig
+from contracts import TemperatureEnvelope, decode
+from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe
+from gateway.config import BrokerConfig, GatewayConfig, IngestConfig
+from gateway.service import GatewayWorker
+from postedge.localservers import Influxd, Mosquitto
+from tests.conftest import (
+    GATEWAY_PASSWORD,
+    GATEWAY_USER,
+    OBSERVER_PASSWORD,
+    OBSERVER_USER,
+    device_password,
+)
+from tests.helpers import BackgroundLoop, Observer, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.hil]
+
+STATION = "village-23"
+DEVICE = "dev1"
+READINGS = 12
+
+
+ALL_TIME = {"start": "2020-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}
+
+
+def series(api: TestClient, probe: str) -> list[dict[str, object]]:
+    url = f"/api/v1/probes/{STATION}/{DEVICE}/{probe}/temperature"
+    points: list[dict[str, object]] = api.get(url, params=ALL_TIME).json()["points"]
+    return points
+
+
+def has_points(api: TestClient, probe: str, count: int) -> bool:
+    return len(series(api, probe)) >= count
+
+
+def station_toml(tmp_path: Path, broker: Mosquitto, device_path: str) -> Path:
+    path = tmp_path / "station.toml"
+    path.write_text(
+        f'station = "{STATION}"\ndata_dir = "edge-data"\n\n'
+        f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\nreconnect_max_s = 2\n\n'
+        f'[[devices]]\nid = "{DEVICE}"\npassword = "{device_password(DEVICE)}"\n'
+        "interval_s = 0.2\n\n"
+        f'[[devices.modbus]]\nport = "{device_path}"\ntimeout_s = 2\n\n'
+        '[[devices.modbus.probes]]\nid = "medicine"\nunit = 1\n'
+        'temperature = { register = 0, table = "holding", scale = 0.1, signed = true }\n'
+        'humidity = { register = 1, table = "holding", scale = 0.1, signed = false }\n\n'
+        '[[devices.modbus.probes]]\nid = "freezer"\nunit = 2\n'
+        'temperature = { register = 0, table = "holding", scale = 0.1, signed = true }\n'
+    )
+    return path
+
+
+@pytest.fixture
+def simulator() -> Iterator[ProbeSimulator]:
+    sim = ProbeSimulator(
+        [
+            SimulatedProbe(
+                unit=1,
+                temperature_register=0,
+                humidity_register=1,
+                scenario=Scenario.drift(4.0, per_minute=60.0),
+            ),
+            SimulatedProbe(
+                unit=2,
+                temperature_register=0,
+                humidity_register=None,
+                scenario=Scenario.steady(-19.0, noise=0.8, seed=7),
+            ),
+        ]
+    )
+    with BackgroundLoop() as background:
+        background.run(sim.start())
+        yield sim
+        background.run(sim.stop())
+
+
+def test_probe_readings_reach_the_api_exactly(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxd: Influxd,
+    influx_db: str,
+    simulator: ProbeSimulator,
+) -> None:
+    store = InfluxStoreConfig(kind="influxdb", url=influxd.url, database=influx_db)
+    gateway = GatewayWorker(
+        GatewayConfig(
+            broker=BrokerConfig(
+                host=mosquitto.host,
+                port=mosquitto.port,
+                username=GATEWAY_USER,
+                password=GATEWAY_PASSWORD,
+                client_id="gw-e2e",
+            ),
+            store=store,
+            ingest=IngestConfig(batch_wait_ms=5),
+        ),
+        client_id="gw-e2e",
+    )
+    observer = Observer(mosquitto, OBSERVER_USER, OBSERVER_PASSWORD, "postedge/v1/+/+/telemetry")
+    gateway.start()
+    edge = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "postedge.cli",
+            "edge",
+            "run",
+            str(station_toml(tmp_path, mosquitto, simulator.device_path)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        observer.wait_for(lambda seen: len(seen) >= 2 * READINGS, timeout=30)
+        edge.send_signal(signal.SIGTERM)
+        output = edge.communicate(timeout=20)[0].decode()
+        assert edge.returncode == 0, output
+        published = [decode(m.payload) for m in observer.messages]
+        with TestClient(create_app(ApiConfig(store=store))) as api:
+            for unit, probe in ((1, "medicine"), (2, "freezer")):
+                sent = [
+                    e
+                    for e in published
+                    if isinstance(e, TemperatureEnvelope) and e.body.probe == probe
+                ]
+                wait_until(
+                    functools.partial(has_points, api, probe, len(sent)),
+                    timeout=20,
+                    what=f"{probe} readings in the API",
+                )
+                points = series(api, probe)
+                assert [p["celsius"] for p in points] == simulator.served[unit]
+                assert points == [
+                    {"ts": e.model_dump(mode="json")["ts"], "celsius": e.body.celsius} for e in sent
+                ]
+            stations = api.get("/api/v1/stations").json()
+        assert stations == [
+            {
+                "id": STATION,
+                "devices": [{"id": DEVICE, "online": False, "probes": ["freezer", "medicine"]}],
+            }
+        ]
+        humidity = [e.body.humidity for e in published if e.body.probe == "medicine"]
+        assert all(h is not None and 0 <= h <= 100 for h in humidity)
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+            edge.wait()
+        gateway.stop()
+        observer.close()
+
+
+def test_device_goes_offline_in_the_api_when_the_edge_dies(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    influxd: Influxd,
+    influx_db: str,
+    simulator: ProbeSimulator,
+) -> None:
+    """A SIGKILLed agent says nothing; the broker's last will marks it offline."""
+    store = InfluxStoreConfig(kind="influxdb", url=influxd.url, database=influx_db)
+    gateway = GatewayWorker(
+        GatewayConfig(
+            broker=BrokerConfig(
+                host=mosquitto.host,
+                port=mosquitto.port,
+                username=GATEWAY_USER,
+                password=GATEWAY_PASSWORD,
+                client_id="gw-will",
+            ),
+            store=store,
+            ingest=IngestConfig(batch_wait_ms=5),
+        ),
+        client_id="gw-will",
+    )
+    gateway.start()
+    observer = Observer(mosquitto, OBSERVER_USER, OBSERVER_PASSWORD, "postedge/v1/+/+/status")
+    edge = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "postedge.cli",
+            "edge",
+            "run",
+            str(station_toml(tmp_path, mosquitto, simulator.device_path)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with TestClient(create_app(ApiConfig(store=store))) as api:
+
+            def online() -> bool | None:
+                stations = api.get("/api/v1/stations").json()
+                return stations[0]["devices"][0]["online"] if stations else None
+
+            wait_until(lambda: online() is True, timeout=20, what="device online")
+            edge.kill()
+            edge.wait()
+            wait_until(lambda: online() is False, timeout=90, what="device offline by last will")
+        states = [json.loads(m.payload)["body"]["state"] for m in observer.messages]
+        assert states[0] == "online"
+        assert states[-1] == "offline"
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+        gateway.stop()
+        observer.close()

@@ -1,0 +1,207 @@
+"""The gateway against a real Mosquitto: validation, dead letters, ack only after storing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from gateway.telemetry.config import SqliteStoreConfig
+
+from contracts import StatusBody, TemperatureBody, encode, make_envelope
+from gateway.config import BrokerConfig, GatewayConfig, IngestConfig
+from gateway.convert import DEADLETTER, DEVICE_STATUS, TEMPERATURE
+from gateway.service import GatewayWorker
+from gateway.telemetry import TelemetryStore, open_store
+from postedge.localservers import Mosquitto
+from tests.conftest import (
+    GATEWAY_PASSWORD,
+    GATEWAY_USER,
+    OBSERVER_PASSWORD,
+    OBSERVER_USER,
+    device_password,
+)
+from tests.helpers import Observer, Publisher, wait_until
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+
+def gateway_config(broker: Mosquitto, store: SqliteStoreConfig, **ingest: object) -> GatewayConfig:
+    return GatewayConfig(
+        broker=BrokerConfig(
+            host=broker.host,
+            port=broker.port,
+            username=GATEWAY_USER,
+            password=GATEWAY_PASSWORD,
+            client_id="gw-test",
+            reconnect_max_s=2,
+        ),
+        store=store,
+        ingest=IngestConfig(batch_wait_ms=5, **ingest),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def store_config(tmp_path: Path) -> SqliteStoreConfig:
+    return SqliteStoreConfig(kind="sqlite", path=tmp_path / "telemetry.sqlite")
+
+
+@pytest.fixture
+def reader(store_config: SqliteStoreConfig) -> Iterator[TelemetryStore]:
+    store = open_store(store_config)
+    store.open()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def worker(mosquitto: Mosquitto, store_config: SqliteStoreConfig) -> Iterator[GatewayWorker]:
+    gateway = GatewayWorker(gateway_config(mosquitto, store_config), client_id="gw-test")
+    gateway.start()
+    assert gateway.consumer.wait_connected(10)
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def dev1(mosquitto: Mosquitto) -> Iterator[Publisher]:
+    publisher = Publisher(mosquitto, "dev1", device_password("dev1"))
+    yield publisher
+    publisher.close()
+
+
+@pytest.fixture
+def deadletters(mosquitto: Mosquitto) -> Iterator[Observer]:
+    observer = Observer(mosquitto, OBSERVER_USER, OBSERVER_PASSWORD, "postedge/v1/_deadletter/#")
+    yield observer
+    observer.close()
+
+
+def reading(seq: int, celsius: float, *, device: str = "dev1", station: str = "st1") -> bytes:
+    return encode(
+        make_envelope(
+            station=station,
+            device=device,
+            boot=1,
+            seq=seq,
+            ts=T0 + timedelta(seconds=seq),
+            body=TemperatureBody(probe="p1", celsius=celsius),
+        )
+    )
+
+
+TOPIC = "postedge/v1/st1/dev1/telemetry"
+SERIES = {"station": "st1", "device": "dev1", "probe": "p1"}
+
+
+def stored(reader: TelemetryStore) -> list[tuple[int, object]]:
+    return [(v.time_ns, v.value) for v in reader.query_series(TEMPERATURE, "celsius", SERIES)]
+
+
+def test_readings_are_stored_with_device_timestamps(
+    worker: GatewayWorker, dev1: Publisher, reader: TelemetryStore
+) -> None:
+    for seq in range(1, 21):
+        dev1.publish(TOPIC, reading(seq, seq / 4))
+    points = wait_until(lambda: len(stored(reader)) == 20 and stored(reader), what="20 readings")
+    expected_ns = [int((T0 + timedelta(seconds=s)).timestamp()) * 10**9 for s in range(1, 21)]
+    assert points == [(ns, seq / 4) for ns, seq in zip(expected_ns, range(1, 21), strict=True)]
+    msg_ids = reader.query_series(TEMPERATURE, "msg_id", SERIES)
+    assert [v.value for v in msg_ids] == [f"dev1:1:{s}" for s in range(1, 21)]
+
+
+def test_status_is_stored_as_latest_state(
+    worker: GatewayWorker, dev1: Publisher, reader: TelemetryStore
+) -> None:
+    for seq, state in ((1, "online"), (2, "offline")):
+        envelope = make_envelope(
+            station="st1",
+            device="dev1",
+            boot=1,
+            seq=seq,
+            ts=T0 + timedelta(milliseconds=seq),
+            body=StatusBody(state=state, boot=1, version="test"),
+        )
+        dev1.publish("postedge/v1/st1/dev1/status", encode(envelope), retain=True)
+    last = wait_until(
+        lambda: [
+            v
+            for v in reader.last(DEVICE_STATUS, "state", ["station", "device"])
+            if v.value == "offline"
+        ],
+        what="offline status",
+    )
+    assert dict(last[0].tags) == {"station": "st1", "device": "dev1"}
+
+
+BAD_INPUTS = [
+    pytest.param(TOPIC, b"{not json", "malformed", id="malformed"),
+    pytest.param(TOPIC, b"\xff\xfe\x00", "malformed", id="not-utf8"),
+    pytest.param(TOPIC, json.dumps({"kind": "temperature"}).encode(), "schema", id="schema"),
+    pytest.param(TOPIC, b"{" + b" " * (64 * 1024) + b"}", "oversize", id="oversize"),
+    pytest.param(TOPIC, reading(7, 1.0, device="dev2"), "identity", id="spoofed-device"),
+    pytest.param(TOPIC, reading(7, 1.0, station="st9"), "identity", id="spoofed-station"),
+    pytest.param("postedge/v1/st1/dev1/status", reading(7, 1.0), "topic", id="wrong-channel"),
+]
+
+
+@pytest.mark.parametrize(("topic", "payload", "reason"), BAD_INPUTS)
+def test_bad_input_is_dead_lettered_counted_and_the_gateway_keeps_serving(
+    worker: GatewayWorker,
+    dev1: Publisher,
+    deadletters: Observer,
+    reader: TelemetryStore,
+    topic: str,
+    payload: bytes,
+    reason: str,
+) -> None:
+    dev1.publish(topic, payload)
+    dev1.publish(TOPIC, reading(1, 2.5))
+    seen = deadletters.wait_for(lambda messages: len(messages) >= 1)
+    assert seen[0].topic == f"postedge/v1/_deadletter/{reason}"
+    record = json.loads(seen[0].payload)
+    assert record["reason"] == reason
+    assert record["topic"] == topic
+    assert record["size"] == len(payload)
+    assert record["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert record["error"]
+    assert wait_until(lambda: stored(reader), what="the valid reading after the bad one") == [
+        (int((T0 + timedelta(seconds=1)).timestamp()) * 10**9, 2.5)
+    ]
+    assert worker.ingestor.stats.deadletters[reason] == 1
+    records = reader.query_series(DEADLETTER, "sha256", {"reason": reason})
+    assert [r.value for r in records] == [record["sha256"]]
+
+
+def test_dead_letters_do_not_carry_the_payload(
+    worker: GatewayWorker, dev1: Publisher, deadletters: Observer
+) -> None:
+    secret = "110101199003074514"
+    dev1.publish(TOPIC, json.dumps({"kind": "temperature", "id_number": secret}).encode())
+    seen = deadletters.wait_for(lambda messages: len(messages) >= 1)
+    assert secret.encode() not in seen[0].payload
+
+
+def test_unacknowledged_messages_come_back_after_a_restart(
+    mosquitto: Mosquitto, dev1: Publisher, store_config: SqliteStoreConfig, reader: TelemetryStore
+) -> None:
+    """Messages that arrived while the gateway was away are delivered from its session."""
+    config = gateway_config(mosquitto, store_config)
+    first = GatewayWorker(config, client_id="gw-test")
+    first.start()
+    assert first.consumer.wait_connected(10)
+    first.stop()  # the session (with its subscription) stays at the broker
+    for seq in range(1, 101):
+        dev1.publish(TOPIC, reading(seq, 20.0 + seq / 10))
+    second = GatewayWorker(config, client_id="gw-test")
+    second.start()
+    try:
+        wait_until(lambda: len(stored(reader)) == 100, what="the 100 readings queued while away")
+    finally:
+        second.stop()
+    assert [value for _, value in stored(reader)] == [20.0 + s / 10 for s in range(1, 101)]
