@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.telemetry.config import SqliteStoreConfig, StoreConfig
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.configfile import load_toml_model, resolve
+from gateway.telemetry.config import SqliteStoreConfig, StoreConfig
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBED_CHANNELS = (Channel.TELEMETRY, Channel.STATUS)
 
+# Retained statuses only for a new subscription: a resumed session has had them, and
+# re-subscribing on every reconnect would otherwise deliver each one again.
+_SUBSCRIBE_OPTIONS = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
@@ -51,12 +55,14 @@ class MqttConsumer:
         self._connected = threading.Event()
         self._last_failure: str | None = None
         self.connects = 0
+        self.received = 0
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def wait_connected(self, timeout: float) -> bool:
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until connected and subscribed (the broker confirmed the subscription)."""
         return self._connected.wait(timeout)
 
     def start(self) -> None:
@@ -72,6 +78,7 @@ class MqttConsumer:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         client.connect_async(
             self._broker.host,
@@ -125,6 +132,7 @@ class MqttConsumer:
             self._client.publish(topic, payload, qos=qos)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self.received += 1
         inbox = self._inbox
         inbox.append(Inbound(message.topic, bytes(message.payload), message.mid, message.qos))
         if len(inbox) >= self._wanted and not self._arrived.is_set():
@@ -145,8 +153,17 @@ class MqttConsumer:
             self._broker.port,
             "resumed" if flags.session_present else "new",
         )
-        options = SubscribeOptions(qos=1)
+        options = _SUBSCRIBE_OPTIONS
         client.subscribe([(shared(device_filter(ch)), options) for ch in SUBSCRIBED_CHANNELS])
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
+    ) -> None:
+        refused = [reason_text(reason) for reason in reasons if not is_success(reason)]
+        if refused:
+            log.error(
+                "%s: broker refused the subscription: %s", self._client_id, ", ".join(refused)
+            )
         self._connected.set()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
@@ -163,3 +180,49 @@ class MqttConsumer:
         if cause != self._last_failure:
             log.error("%s: %s; retrying with backoff", self._client_id, cause)
             self._last_failure = cause
+
+
+def create_session(broker: BrokerConfig, *, client_id: str, timeout: float = 10.0) -> None:
+    """Create the gateway's persistent session and subscriptions at the broker, then leave.
+
+    From then on the broker queues device messages for ``client_id`` even before the
+    gateway first runs; without it, whatever devices send before the gateway's first
+    subscription is dropped, as MQTT does for messages nobody subscribed to.
+    """
+    from gateway.errors import GatewayError
+
+    password = broker.password.get_secret_value() if broker.password else None
+    client = new_client(client_id, username=broker.username, password=password, manual_ack=True)
+    subscribed = threading.Event()
+    refused: list[str] = []
+
+    def on_connect(c: paho.Client, u: Any, f: Any, reason: ReasonCode, p: Any) -> None:
+        if not is_success(reason):
+            refused.append(reason_text(reason))
+            subscribed.set()
+            return
+        options = _SUBSCRIBE_OPTIONS
+        c.subscribe([(shared(device_filter(ch)), options) for ch in SUBSCRIBED_CHANNELS])
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *args: subscribed.set()
+    try:
+        client.connect(
+            broker.host,
+            broker.port,
+            clean_start=False,
+            properties=connect_properties(session_expiry_s=broker.session_expiry_s),
+        )
+    except OSError as exc:
+        raise GatewayError(f"cannot reach broker {broker.host}:{broker.port}: {exc}") from None
+    client.loop_start()
+    try:
+        if not subscribed.wait(timeout):
+            raise GatewayError(
+                f"broker {broker.host}:{broker.port} did not confirm the subscription"
+            )
+        if refused:
+            raise GatewayError(f"broker refused the connection: {refused[0]}")
+    finally:
+        client.disconnect()
+        client.loop_stop()

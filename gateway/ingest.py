@@ -35,7 +35,7 @@ class IdentityMismatch(ContractError):
 
 @dataclass
 class IngestStats:
-    received: int = 0
+    processed: int = 0
     stored: int = 0
     batches: int = 0
     store_retries: int = 0
@@ -44,7 +44,7 @@ class IngestStats:
     def summary(self) -> str:
         dead = ", ".join(f"{reason} {n}" for reason, n in sorted(self.deadletters.items())) or "0"
         return (
-            f"received {self.received}, stored {self.stored} in {self.batches} batches, "
+            f"processed {self.processed}, stored {self.stored} in {self.batches} batches, "
             f"store retries {self.store_retries}, dead letters: {dead}"
         )
 
@@ -105,7 +105,7 @@ class Ingestor:
         """Store one batch and acknowledge it; False if stopped before it was stored."""
         received_ns = time.time_ns()
         entries = [self._entry(message, received_ns) for message in batch]
-        self.stats.received += len(batch)
+        self.stats.processed += len(batch)
         if not self._write_with_retry(entries, stop):
             return False
         for entry in entries:

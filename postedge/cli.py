@@ -191,6 +191,9 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--workdir", type=Path, help="where configs, data and logs go (default: a new temp dir)"
     )
     demo.add_argument("--interval", type=float, default=2.0, help="probe interval (default 2 s)")
+    demo.add_argument(
+        "--mosquitto", metavar="PATH", help="the mosquitto binary (default: from PATH or /usr/sbin)"
+    )
     demo.set_defaults(func=_demo_run)
 
 
@@ -198,7 +201,11 @@ def _demo_run(args: argparse.Namespace) -> int:
     from postedge.demo import run_demo
 
     return run_demo(
-        api_port=args.api_port, duration=args.duration, workdir=args.workdir, interval=args.interval
+        api_port=args.api_port,
+        duration=args.duration,
+        workdir=args.workdir,
+        interval=args.interval,
+        mosquitto=args.mosquitto,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import signal
 import socket
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe
+from gateway.config import load_gateway_config
+from gateway.consumer import create_session
 from gateway.mosquitto import AclRule
 from postedge.localservers import Mosquitto, ServerError
 
@@ -76,9 +79,15 @@ STATIONS = (
 
 
 def run_demo(
-    *, api_port: int, duration: float | None, workdir: Path | None, interval: float
+    *,
+    api_port: int,
+    duration: float | None,
+    workdir: Path | None,
+    interval: float,
+    mosquitto: str | None = None,
 ) -> int:
     """Run the demo; return the exit status."""
+    logging.getLogger("pymodbus").setLevel(logging.WARNING)  # one line per server start
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="postedge-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     if not _port_free(api_port):
@@ -98,6 +107,7 @@ def run_demo(
                 "gateway": [AclRule("readwrite", "#")],
                 "observer": [AclRule("read", "#")],
             },
+            binary=mosquitto,
         )
     except ServerError as exc:
         print(f"postedge demo: {exc}", file=sys.stderr)
@@ -187,6 +197,10 @@ class _Demo:
             "[ingest]\nbatch_wait_ms = 20\nstats_interval_s = 30\n\n" + store
         )
         (self.workdir / "api.toml").write_text(f"[api]\nport = {self.api_port}\n\n" + store)
+        # The session exists before any agent publishes, so the broker queues everything.
+        create_session(
+            load_gateway_config(self.workdir / "gateway.toml").broker, client_id="gateway"
+        )
         self._spawn("gateway", "gateway", "run", str(self.workdir / "gateway.toml"))
         self._spawn("api", "api", "--config", str(self.workdir / "api.toml"))
 
@@ -254,8 +268,9 @@ class _Demo:
                 )
 
     def _stop_children(self) -> None:
-        """Edge agents first (they say offline), then the gateway and the API."""
-        for name, process in self.children:
+        """In reverse start order: edge agents first (they say offline), then the API and
+        the gateway, which by then has stored what the agents sent last."""
+        for name, process in reversed(self.children):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
             try:
@@ -269,6 +284,8 @@ class _Demo:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As uvicorn binds: connections of an earlier run in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -38,12 +38,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def find_binary(name: str, debian_package: str) -> str:
-    """The path of ``name`` on PATH or in the sbin directories, or a :class:`ServerError`."""
-    found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(_SBIN))
+def find_binary(name: str, debian_package: str, given: str | None = None) -> str:
+    """The executable ``given``, or ``name`` on PATH or in the sbin directories (not on a
+    normal user's PATH, where Debian installs daemons); else a :class:`ServerError`."""
+    if given is not None:
+        found = shutil.which(given)
+        where = f" at {given}"
+    else:
+        found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(_SBIN))
+        where = ""
     if found is None:
         raise ServerError(
-            f"{name} was not found. Install it with: apt-get install -y {debian_package} "
+            f"{name} was not found{where}. Install it with: apt-get install -y {debian_package} "
             "(as root; 'make demo' and 'make test' do this for you when run as root)"
         )
     return found
@@ -147,9 +153,10 @@ class Mosquitto(_Child):
         acl: Mapping[str, Iterable[AclRule]] | None = None,
         port: int | None = None,
         extra_conf: Iterable[str] = (),
+        binary: str | None = None,
     ) -> None:
         super().__init__(workdir)
-        self.binary = find_binary("mosquitto", "mosquitto")
+        self.binary = find_binary("mosquitto", "mosquitto", binary)
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.users = dict(users)

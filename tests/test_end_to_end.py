@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway.telemetry.config import InfluxStoreConfig
 
 from cloud_api.app import create_app
 from cloud_api.config import ApiConfig
@@ -25,6 +24,7 @@ from contracts import TemperatureEnvelope, decode
 from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe
 from gateway.config import BrokerConfig, GatewayConfig, IngestConfig
 from gateway.service import GatewayWorker
+from gateway.telemetry.config import InfluxStoreConfig
 from postedge.localservers import Influxd, Mosquitto
 from tests.conftest import (
     GATEWAY_PASSWORD,

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from gateway.telemetry.config import SqliteStoreConfig
 
 from contracts import StatusBody, TemperatureBody, encode, make_envelope
 from gateway.config import BrokerConfig, GatewayConfig, IngestConfig
 from gateway.convert import DEADLETTER, DEVICE_STATUS, TEMPERATURE
 from gateway.service import GatewayWorker
 from gateway.telemetry import TelemetryStore, open_store
+from gateway.telemetry.config import SqliteStoreConfig
 from postedge.localservers import Mosquitto
 from tests.conftest import (
     GATEWAY_PASSWORD,
@@ -63,7 +63,7 @@ def reader(store_config: SqliteStoreConfig) -> Iterator[TelemetryStore]:
 def worker(mosquitto: Mosquitto, store_config: SqliteStoreConfig) -> Iterator[GatewayWorker]:
     gateway = GatewayWorker(gateway_config(mosquitto, store_config), client_id="gw-test")
     gateway.start()
-    assert gateway.consumer.wait_connected(10)
+    assert gateway.consumer.wait_ready(10)
     yield gateway
     gateway.stop()
 
@@ -194,7 +194,7 @@ def test_unacknowledged_messages_come_back_after_a_restart(
     config = gateway_config(mosquitto, store_config)
     first = GatewayWorker(config, client_id="gw-test")
     first.start()
-    assert first.consumer.wait_connected(10)
+    assert first.consumer.wait_ready(10)
     first.stop()  # the session (with its subscription) stays at the broker
     for seq in range(1, 101):
         dev1.publish(TOPIC, reading(seq, 20.0 + seq / 10))

@@ -375,7 +375,8 @@ class InfluxTelemetryStore:
         self, measurement: str, field: str, tag_keys: Iterable[str]
     ) -> FieldType | None:
         """The field's type, or None when the query can match nothing (unknown names)."""
-        schema = self._guard.schema(measurement, self._load_schema, need=field)
+        tag_keys = list(tag_keys)
+        schema = self._guard.schema(measurement, self._load_schema, need=field, need_tags=tag_keys)
         if schema is None or field not in schema.fields or not set(tag_keys) <= schema.tags:
             return None
         return schema.fields[field]

@@ -286,13 +286,23 @@ class SchemaGuard:
                 signature = _signature(point)
                 if signature not in self._verified:
                     todo.setdefault(signature, point)
-            delta = SchemaDelta()
-            if todo:
-                self._refresh(todo.values(), load)
-                for signature, point in todo.items():
-                    self._admit(point, delta)
-                    delta.signatures.add(signature)
-            return delta
+            if not todo:
+                return SchemaDelta()
+            self._refresh(todo.values(), load)
+            try:
+                return self._admit_all(todo)
+            except StoreRejected:
+                # Perhaps a stale or torn snapshot (another writer was adding to the
+                # measurement as we looked): judge again on a fresh one before refusing.
+                self._refresh(todo.values(), load, force=True)
+                return self._admit_all(todo)
+
+    def _admit_all(self, todo: Mapping[_Signature, TelemetryPoint]) -> SchemaDelta:
+        delta = SchemaDelta()
+        for signature, point in todo.items():
+            self._admit(point, delta)
+            delta.signatures.add(signature)
+        return delta
 
     def confirm(self, delta: SchemaDelta) -> None:
         """The batch is stored: its schema facts are now facts."""
@@ -303,12 +313,25 @@ class SchemaGuard:
             self._verified |= delta.signatures
 
     def schema(
-        self, measurement: str, load: SchemaLoader, need: str | None = None
+        self,
+        measurement: str,
+        load: SchemaLoader,
+        need: str | None = None,
+        need_tags: Iterable[str] = (),
     ) -> MeasurementSchema | None:
-        """The measurement's schema, loaded if unknown or if it lacks the field ``need``."""
+        """The measurement's schema, loaded if unknown or if it lacks the field ``need``
+        or a tag key of ``need_tags``.
+
+        A cached schema can be incomplete but never wrong: InfluxDB may answer ``SHOW TAG
+        KEYS`` and ``SHOW FIELD KEYS`` from different moments of a concurrent write.
+        """
         with self._lock:
             known = self._known.get(measurement)
-            if known is None or (need is not None and need not in known.fields):
+            if (
+                known is None
+                or (need is not None and need not in known.fields)
+                or not set(need_tags) <= known.tags
+            ):
                 loaded = load(measurement)
                 if loaded is not None:
                     self._known[measurement] = known = loaded
@@ -320,12 +343,14 @@ class SchemaGuard:
             self._known.clear()
             self._verified.clear()
 
-    def _refresh(self, points: Iterable[TelemetryPoint], load: SchemaLoader) -> None:
-        """Load each measurement the cache cannot vouch for, once per batch."""
+    def _refresh(
+        self, points: Iterable[TelemetryPoint], load: SchemaLoader, *, force: bool = False
+    ) -> None:
+        """Load each measurement the cache cannot vouch for (or all, ``force``d), once."""
         stale: set[str] = set()
         for point in points:
             known = self._known.get(point.measurement)
-            if known is None or not point.fields.keys() <= known.fields.keys():
+            if force or known is None or not point.fields.keys() <= known.fields.keys():
                 stale.add(point.measurement)
         for measurement in stale:
             loaded = load(measurement)
