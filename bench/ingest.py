@@ -1,21 +1,22 @@
 """Ingest benchmark: drain a backlog queued at the broker into a real InfluxDB.
 
 N temperature messages are queued at a private Mosquitto while the consumer is away
-(its persistent session holds them), then the consumer starts and drains them into a
-private InfluxDB. The drain rate is (points stored) / (time from the first stored batch
-to the last), taken by polling ``SELECT count(*)``; the same method measures:
+(its persistent session, created beforehand, holds them), then the consumer starts and
+drains them into a private InfluxDB. The drain rate is (points stored) / (time from the
+first stored batch to the last), taken by polling ``SELECT count(*)`` every 50 ms; the
+same method measures every contender:
 
-- ``postedge gateway`` with 1 and 2 workers: validates every envelope, writes through
-  the telemetry store and acknowledges only after InfluxDB accepted the write;
+- ``postedge gateway`` with 1 and 2 worker processes: validates every envelope, writes
+  through the telemetry store, acknowledges only after InfluxDB accepted the write;
 - a bare paho consumer (bench/bare_consumer.py): json.loads, hand-built line protocol,
   batched writes, acknowledged after the write;
 - the same bare consumer acknowledging on receipt, which loses whatever is in flight
   when InfluxDB restarts.
 
-Figures are reported as points/s and as ratios to the bare consumer (ack after write,
-same number of processes) measured in the same run.
+Figures are points/s and ratios to the bare consumer (ack after write, same number of
+processes) measured in the same run.
 
-    python bench/ingest.py [--messages N] [--devices D] [--repeat R]
+    python bench/ingest.py [--messages N] [--devices D] [--repeat R] [--json FILE]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,10 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 from contracts import TemperatureBody, encode, make_envelope  # noqa: E402
 from contracts.mqtt import new_client  # noqa: E402
+from gateway.config import BrokerConfig  # noqa: E402
+from gateway.consumer import create_session  # noqa: E402
 from gateway.mosquitto import AclRule  # noqa: E402
 from postedge.localservers import Influxd, Mosquitto  # noqa: E402
 
 USER, PASSWORD = "gateway", "bench-secret"
+CONTENDERS = [("bare", 1), ("bare-ack-on-receipt", 1), ("gateway", 1), ("bare", 2), ("gateway", 2)]
 
 
 def messages(count: int, devices: int) -> list[tuple[str, bytes]]:
@@ -53,7 +58,7 @@ def messages(count: int, devices: int) -> list[tuple[str, bytes]]:
             device=device,
             boot=1,
             seq=seq,
-            ts=t0 + timedelta(milliseconds=seq * 250 + index % devices),
+            ts=t0 + timedelta(milliseconds=seq * 250),
             body=TemperatureBody(probe=f"p{seq % 4}", celsius=round(-20 + (index % 400) / 10, 1)),
         )
         out.append((f"postedge/v1/{envelope.station}/{device}/telemetry", encode(envelope)))
@@ -66,11 +71,14 @@ def publish_all(broker: Mosquitto, payloads: list[tuple[str, bytes]]) -> None:
     client.max_queued_messages_set(0)
     client.connect(broker.host, broker.port)
     client.loop_start()
-    info = None
-    for topic, payload in payloads:
-        info = client.publish(topic, payload, qos=1)
-    if info is not None:
-        info.wait_for_publish(120)
+    # paho's message ids wrap at 65535: never have more than that outstanding.
+    for start in range(0, len(payloads), 20_000):
+        infos = [
+            client.publish(topic, payload, qos=1)
+            for topic, payload in payloads[start : start + 20_000]
+        ]
+        for info in infos:
+            info.wait_for_publish(300)
     client.disconnect()
     client.loop_stop()
 
@@ -81,53 +89,42 @@ def count_points(influx: Influxd, database: str) -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
-class Contender:
-    def __init__(self, name: str, processes: int, command: list[str] | None) -> None:
-        self.name = name
-        self.processes = processes
-        self.command = command
+def client_ids(kind: str, processes: int, database: str) -> list[str]:
+    prefix = "gw" if kind == "gateway" else "bare"
+    if kind == "gateway" and processes == 1:
+        return [f"{prefix}-{database}"]  # the gateway names a single worker by its client id
+    return [f"{prefix}-{database}-{index}" for index in range(processes)]
 
 
-def gateway_command(
-    broker: Mosquitto, influx: Influxd, database: str, workdir: Path, workers: int
-) -> list[str]:
-    config = workdir / f"gateway-{database}.toml"
-    config.write_text(
-        f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\nusername = "{USER}"\n'
-        f'password = "{PASSWORD}"\nclient_id = "gw-{database}"\n\n'
-        f'[store]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "{database}"\n\n'
-        f"[ingest]\nworkers = {workers}\nbatch_max = 5000\nbatch_wait_ms = 50\n"
-    )
-    return [
-        sys.executable,
-        "-m",
-        "postedge.cli",
-        "--log-level",
-        "WARNING",
-        "gateway",
-        "run",
-        str(config),
-    ]
-
-
-def bare_commands(
-    broker: Mosquitto, influx: Influxd, database: str, processes: int, ack_on_receipt: bool
+def commands(
+    kind: str, processes: int, broker: Mosquitto, influx: Influxd, database: str, workdir: Path
 ) -> list[list[str]]:
-    extra = ["--ack-on-receipt"] if ack_on_receipt else []
+    if kind == "gateway":
+        config = workdir / f"gateway-{database}.toml"
+        config.write_text(
+            f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\nusername = "{USER}"\n'
+            f'password = "{PASSWORD}"\nclient_id = "gw-{database}"\n\n'
+            f'[store]\nkind = "influxdb"\nurl = "{influx.url}"\ndatabase = "{database}"\n\n'
+            f"[ingest]\nworkers = {processes}\nbatch_max = 5000\nbatch_wait_ms = 50\n"
+        )
+        cli = [sys.executable, "-m", "postedge.cli", "--log-level", "WARNING"]
+        return [[*cli, "gateway", "run", str(config)]]
+    extra = ["--ack-on-receipt"] if kind == "bare-ack-on-receipt" else []
+    script = str(ROOT / "bench" / "bare_consumer.py")
     return [
         [
             sys.executable,
-            str(ROOT / "bench" / "bare_consumer.py"),
+            script,
             broker.host,
             str(broker.port),
             USER,
             PASSWORD,
-            f"bare-{database}-{index}",
+            client_id,
             influx.url,
             database,
             *extra,
         ]
-        for index in range(processes)
+        for client_id in client_ids(kind, processes, database)
     ]
 
 
@@ -140,19 +137,23 @@ def run_once(
     payloads: list[tuple[str, bytes]],
     tag: str,
 ) -> float:
+    """Queue the backlog for one contender's sessions, start it, time the drain."""
     database = f"{kind.replace('-', '_')}_{processes}_{tag}"
     influx.create_database(database)
-    if kind == "gateway":
-        commands = [gateway_command(broker, influx, database, workdir, processes)]
-    else:
-        commands = bare_commands(broker, influx, database, processes, kind == "bare-ack-on-receipt")
-    # First start: create the persistent sessions and subscriptions, then leave.
-    _start_and_stop(commands, broker, expected_sessions=processes, database=database)
+    ids = client_ids(kind, processes, database)
+    broker_config = BrokerConfig(
+        host=broker.host, port=broker.port, username=USER, password=PASSWORD
+    )
+    for client_id in ids:
+        create_session(broker_config, client_id=client_id)
     publish_all(broker, payloads)
-    children = [subprocess.Popen(command, stdout=subprocess.DEVNULL) for command in commands]
+    children = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        for command in commands(kind, processes, broker, influx, database, workdir)
+    ]
+    total = len(payloads)
     try:
         first_at, first_count = _wait_first(influx, database)
-        total = len(payloads)
         while (done := count_points(influx, database)) < total:
             if time.monotonic() - first_at > 600:
                 raise RuntimeError(f"{kind}: only {done}/{total} points after 600 s")
@@ -162,16 +163,8 @@ def run_once(
         for child in children:
             child.terminate()
         for child in children:
-            child.wait(30)
-    if kind == "gateway":
-        ids = (
-            [f"gw-{database}"]
-            if processes == 1
-            else [f"gw-{database}-{i}" for i in range(processes)]
-        )
-    else:
-        ids = [f"bare-{database}-{i}" for i in range(processes)]
-    forget_sessions(broker, ids)
+            child.wait(60)
+        forget_sessions(broker, ids)
     if done != total:
         raise RuntimeError(f"{kind}: {done} points stored, {total} sent")
     return (total - first_count) / elapsed
@@ -183,45 +176,20 @@ def _wait_first(influx: Influxd, database: str) -> tuple[float, int]:
         count = count_points(influx, database)
         if count:
             return time.monotonic(), count
-        time.sleep(0.02)
+        time.sleep(0.02)  # sampling interval of the measurement
     raise RuntimeError("no point stored within 120 s")
 
 
-def _start_and_stop(
-    commands: list[list[str]], broker: Mosquitto, *, expected_sessions: int, database: str
-) -> None:
-    """Run the consumers until their subscriptions exist at the broker, then stop them."""
-    children = [subprocess.Popen(command, stdout=subprocess.DEVNULL) for command in commands]
-    try:
-        deadline = time.monotonic() + 60
-        while _subscriptions(broker, database) < expected_sessions:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"consumers for {database} did not subscribe within 60 s")
-            time.sleep(0.05)  # readiness poll of the broker log
-    finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(30)
-
-
-def _subscriptions(broker: Mosquitto, database: str) -> int:
-    """Telemetry subscriptions by this run's clients, from the broker's subscribe log."""
-    text = broker.log_path.read_text(errors="replace") if broker.log_path.exists() else ""
-    return sum(
-        1
-        for line in text.splitlines()
-        if database in line and "$share/gateway/postedge/v1/+/+/telemetry" in line
-    )
-
-
-def forget_sessions(broker: Mosquitto, client_ids: list[str]) -> None:
-    """End the persistent sessions of a finished contender, so that its offline share of
-    the subscription group takes no messages from the next one."""
-    for client_id in client_ids:
+def forget_sessions(broker: Mosquitto, ids: list[str]) -> None:
+    """End a finished contender's sessions: an offline member of the shared group would
+    otherwise take its share of the next contender's backlog."""
+    for client_id in ids:
         client = new_client(client_id, username=USER, password=PASSWORD)
+        connected = threading.Event()
+        client.on_connect = lambda *args, done=connected: done.set()
         client.connect(broker.host, broker.port, clean_start=True)
         client.loop_start()
+        connected.wait(10)
         client.disconnect()
         client.loop_stop()
 
@@ -235,29 +203,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
+    print(f"encoding {args.messages} envelopes ...", flush=True)
     payloads = messages(args.messages, args.devices)
-    contenders = [
-        ("bare", 1),
-        ("bare", 2),
-        ("bare-ack-on-receipt", 1),
-        ("gateway", 1),
-        ("gateway", 2),
-    ]
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="postedge-bench-") as tmp:
         workdir = Path(tmp)
         broker = Mosquitto(
-            workdir / "mosquitto",
-            users={USER: PASSWORD},
-            acl={USER: [AclRule("readwrite", "#")]},
-            extra_conf=["log_type subscribe"],
+            workdir / "mosquitto", users={USER: PASSWORD}, acl={USER: [AclRule("readwrite", "#")]}
         )
         influx = Influxd(workdir / "influxd")
         broker.start()
         influx.start()
         try:
             for round_ in range(args.repeat):
-                for kind, processes in contenders:
+                for kind, processes in CONTENDERS:
                     name = f"{kind} x{processes}"
                     print(
                         f"[{round_ + 1}/{args.repeat}] {name}: "
@@ -277,14 +236,16 @@ def main() -> None:
 
 def report(results: dict[str, list[float]], args: argparse.Namespace) -> None:
     median = {name: statistics.median(rates) for name, rates in results.items()}
-    print(f"\n{args.messages} messages, {args.devices} devices, median of {args.repeat} run(s):\n")
-    print("| consumer | points/s | ratio to bare consumer, same processes |")
-    print("|---|---:|---:|")
+    print(
+        f"\n{args.messages} messages from {args.devices} devices, median of {args.repeat} run(s):\n"
+    )
+    print("| consumer | processes | points/s | ratio to bare consumer, same processes |")
+    print("|---|---:|---:|---:|")
     for name, rate in median.items():
-        processes = name.split(" x")[1]
+        kind, processes = name.split(" x")
         base = median.get(f"bare x{processes}")
         ratio = f"{rate / base:.2f}" if base else "-"
-        print(f"| {name} | {rate:,.0f} | {ratio} |")
+        print(f"| {kind} | {processes} | {rate:,.0f} | {ratio} |")
     if args.json:
         args.json.write_text(json.dumps({"median": median, "runs": results}, indent=2))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
@@ -15,6 +14,7 @@ from pydantic import BaseModel
 from cloud_api import problems
 from cloud_api.config import ApiConfig
 from contracts import ID_PATTERN, format_utc_ms
+from contracts.mqtt import software_version
 from gateway.convert import DEVICE_STATUS, TEMPERATURE
 from gateway.telemetry import StoreError, StoreUnavailable, TelemetryStore, open_store
 
@@ -58,7 +58,7 @@ def create_app(config: ApiConfig, store: TelemetryStore | None = None) -> FastAP
 
     app = FastAPI(
         title="postedge supervisor API",
-        version=_version(),
+        version=software_version(),
         description="Stations, devices and cold-chain temperature series of postedge.",
         lifespan=lifespan,
     )
@@ -153,10 +153,3 @@ def _ns(value: datetime) -> int:
 
 def _from_ns(ns: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ns // 1000)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("postedge")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"

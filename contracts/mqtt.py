@@ -7,7 +7,9 @@ otherwise wait tens of milliseconds for delayed ACKs.
 
 from __future__ import annotations
 
+import logging
 import socket
+from importlib import metadata
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -65,3 +67,40 @@ def reason_text(reason_code: ReasonCode | int) -> str:
     if isinstance(reason_code, ReasonCode):
         return f"{reason_code.value} {reason_code.getName()}"
     return str(int(reason_code))
+
+
+class ConnectionReport:
+    """Logs a session's connection state: one clear line per distinct failure cause (not
+    one per retry), one when it connects, one when it loses the connection."""
+
+    def __init__(self, log: logging.Logger, name: str, host: str, port: int) -> None:
+        self._log = log
+        self._name = name
+        self._where = f"{host}:{port}"
+        self._last_failure: str | None = None
+
+    def refused(self, reason: ReasonCode) -> None:
+        self._fail(f"broker refused the connection: {reason_text(reason)}")
+
+    def unreachable(self) -> None:
+        self._fail(f"cannot reach broker {self._where}")
+
+    def connected(self, detail: str = "") -> None:
+        self._last_failure = None
+        self._log.info("%s: connected to %s%s", self._name, self._where, detail)
+
+    def disconnected(self, reason: ReasonCode) -> None:
+        self._log.warning("%s: disconnected from broker: %s", self._name, reason_text(reason))
+
+    def _fail(self, cause: str) -> None:
+        if cause != self._last_failure:
+            self._log.error("%s: %s; retrying with backoff", self._name, cause)
+            self._last_failure = cause
+
+
+def software_version() -> str:
+    """The installed postedge version, as devices report it in their status."""
+    try:
+        return metadata.version("postedge")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

@@ -50,7 +50,10 @@ class BrokerConfig(BaseModel):
     reconnect_min_s: int = Field(default=1, ge=1)
     reconnect_max_s: int = Field(default=30, ge=1)
     max_queued: int = Field(
-        default=100_000, ge=1, description="publishes kept in memory while the link is down"
+        default=50_000,
+        ge=1,
+        le=60_000,  # paho's message ids wrap at 65535; more outstanding publishes collide
+        description="publishes kept in memory while the link is down",
     )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from importlib import metadata
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -30,18 +29,11 @@ from contracts import (
     make_envelope,
     utc_now,
 )
-from contracts.mqtt import is_success, new_client, reason_text
+from contracts.mqtt import ConnectionReport, is_success, new_client, software_version
 from edge.config import BrokerConfig
 from edge.sequence import SequenceStore
 
 log = logging.getLogger(__name__)
-
-
-def software_version() -> str:
-    try:
-        return metadata.version("postedge")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 class DeviceLink:
@@ -65,7 +57,7 @@ class DeviceLink:
         self._client: paho.Client | None = None
         self._online: AnyEnvelope | None = None
         self._connected = threading.Event()
-        self._last_failure: str | None = None
+        self._report = ConnectionReport(log, device, broker.host, broker.port)
         self.published = 0
         self.dropped = 0
 
@@ -144,17 +136,16 @@ class DeviceLink:
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
     ) -> None:
         if not is_success(reason):
-            self._fail(f"broker refused the connection: {reason_text(reason)}")
+            self._report.refused(reason)
             return
-        log.info("%s: connected to %s:%s", self.device, self._broker.host, self._broker.port)
-        self._last_failure = None
+        self._report.connected()
         self._connected.set()
         if self._online is not None:
             topic = DeviceTopic(self.station, self.device, self._online.message_channel)
             client.publish(str(topic), encode(self._online), qos=1, retain=True)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self._fail(f"cannot reach broker {self._broker.host}:{self._broker.port}")
+        self._report.unreachable()
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
@@ -162,10 +153,4 @@ class DeviceLink:
         was_connected = self._connected.is_set()
         self._connected.clear()
         if was_connected and self._client is not None:
-            log.warning("%s: disconnected from broker: %s", self.device, reason_text(reason))
-
-    def _fail(self, cause: str) -> None:
-        """Log a connection failure once per distinct cause, not once per retry."""
-        if cause != self._last_failure:
-            log.error("%s: %s; retrying with backoff", self.device, cause)
-            self._last_failure = cause
+            self._report.disconnected(reason)

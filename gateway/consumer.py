@@ -19,7 +19,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts import Channel, device_filter, shared
-from contracts.mqtt import connect_properties, is_success, new_client, reason_text
+from contracts.mqtt import (
+    ConnectionReport,
+    connect_properties,
+    is_success,
+    new_client,
+    reason_text,
+)
 from gateway.config import BrokerConfig
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,7 @@ class MqttConsumer:
         self._arrived = threading.Event()
         self._wanted = 1
         self._connected = threading.Event()
-        self._last_failure: str | None = None
+        self._report = ConnectionReport(log, client_id, broker.host, broker.port)
         self.connects = 0
         self.received = 0
 
@@ -142,17 +148,10 @@ class MqttConsumer:
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
     ) -> None:
         if not is_success(reason):
-            self._fail(f"broker refused the connection: {reason_text(reason)}")
+            self._report.refused(reason)
             return
         self.connects += 1
-        self._last_failure = None
-        log.info(
-            "%s: connected to %s:%s (session %s)",
-            self._client_id,
-            self._broker.host,
-            self._broker.port,
-            "resumed" if flags.session_present else "new",
-        )
+        self._report.connected(f" (session {'resumed' if flags.session_present else 'new'})")
         options = _SUBSCRIBE_OPTIONS
         client.subscribe([(shared(device_filter(ch)), options) for ch in SUBSCRIBED_CHANNELS])
 
@@ -167,19 +166,14 @@ class MqttConsumer:
         self._connected.set()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self._fail(f"cannot reach broker {self._broker.host}:{self._broker.port}")
+        self._report.unreachable()
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
     ) -> None:
         if self._connected.is_set() and self._client is not None:
-            log.warning("%s: disconnected from broker: %s", self._client_id, reason_text(reason))
+            self._report.disconnected(reason)
         self._connected.clear()
-
-    def _fail(self, cause: str) -> None:
-        if cause != self._last_failure:
-            log.error("%s: %s; retrying with backoff", self._client_id, cause)
-            self._last_failure = cause
 
 
 def create_session(broker: BrokerConfig, *, client_id: str, timeout: float = 10.0) -> None:

@@ -7,10 +7,10 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 
 from contracts.configfile import ConfigFileError
+from contracts.mqtt import software_version
 from edge.errors import EdgeError
 from firmware_bridge.errors import BridgeError
 from gateway.errors import GatewayError
@@ -25,13 +25,6 @@ def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
-def _version() -> str:
-    try:
-        return metadata.version("postedge")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="postedge",
@@ -41,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
             "supervisors. Start with 'postedge demo'."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"postedge {_version()}")
+    parser.add_argument("--version", action="version", version=f"postedge {software_version()}")
     parser.add_argument(
         "--log-level",
         default="INFO",
