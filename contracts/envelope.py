@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts.events import DivertBody, DoorBody, InductionBody, ScanBody, XrayBody
 from contracts.ids import Identifier
 from contracts.telemetry import StatusBody, TemperatureBody
 from contracts.timestamps import UtcTimestamp
@@ -27,11 +28,21 @@ _MESSAGE_ID = re.compile(
 class Kind(StrEnum):
     TEMPERATURE = "temperature"
     STATUS = "status"
+    SCAN = "scan"
+    DOOR = "door"
+    INDUCTION = "induction"
+    DIVERT = "divert"
+    XRAY = "xray"
 
 
 CHANNEL_OF_KIND: dict[Kind, Channel] = {
     Kind.TEMPERATURE: Channel.TELEMETRY,
     Kind.STATUS: Channel.STATUS,
+    Kind.SCAN: Channel.EVENT,
+    Kind.DOOR: Channel.EVENT,
+    Kind.INDUCTION: Channel.EVENT,
+    Kind.DIVERT: Channel.EVENT,
+    Kind.XRAY: Channel.EVENT,
 }
 """The one channel each kind travels on."""
 
@@ -87,10 +98,54 @@ class StatusEnvelope(_EnvelopeBase):
     body: StatusBody
 
 
-Envelope = Annotated[TemperatureEnvelope | StatusEnvelope, Field(discriminator="kind")]
+class ScanEnvelope(_EnvelopeBase):
+    kind: Literal["scan"] = "scan"
+    body: ScanBody
+
+
+class DoorEnvelope(_EnvelopeBase):
+    kind: Literal["door"] = "door"
+    body: DoorBody
+
+
+class InductionEnvelope(_EnvelopeBase):
+    kind: Literal["induction"] = "induction"
+    body: InductionBody
+
+
+class DivertEnvelope(_EnvelopeBase):
+    kind: Literal["divert"] = "divert"
+    body: DivertBody
+
+
+class XrayEnvelope(_EnvelopeBase):
+    kind: Literal["xray"] = "xray"
+    body: XrayBody
+
+
+AnyEnvelope = (
+    TemperatureEnvelope
+    | StatusEnvelope
+    | ScanEnvelope
+    | DoorEnvelope
+    | InductionEnvelope
+    | DivertEnvelope
+    | XrayEnvelope
+)
+Envelope = Annotated[AnyEnvelope, Field(discriminator="kind")]
 """Any envelope, discriminated by ``kind``."""
 
-AnyEnvelope = TemperatureEnvelope | StatusEnvelope
+AnyBody = TemperatureBody | StatusBody | ScanBody | DoorBody | InductionBody | DivertBody | XrayBody
+
+_ENVELOPE_OF_BODY: dict[type[BaseModel], type[_EnvelopeBase]] = {
+    TemperatureBody: TemperatureEnvelope,
+    StatusBody: StatusEnvelope,
+    ScanBody: ScanEnvelope,
+    DoorBody: DoorEnvelope,
+    InductionBody: InductionEnvelope,
+    DivertBody: DivertEnvelope,
+    XrayBody: XrayEnvelope,
+}
 
 
 def make_envelope(
@@ -100,7 +155,7 @@ def make_envelope(
     boot: int,
     seq: int,
     ts: datetime,
-    body: TemperatureBody | StatusBody,
+    body: AnyBody,
 ) -> AnyEnvelope:
     """Build and validate an envelope for ``body``; the kind follows from the body's type."""
     fields = {
@@ -111,6 +166,5 @@ def make_envelope(
         "seq": seq,
         "body": body,
     }
-    if isinstance(body, TemperatureBody):
-        return TemperatureEnvelope.model_validate(fields)
-    return StatusEnvelope.model_validate(fields)
+    envelope_type = _ENVELOPE_OF_BODY[type(body)]  # each body type pairs with one kind
+    return cast(AnyEnvelope, envelope_type.model_validate(fields))

@@ -12,7 +12,7 @@ the same point; dead letters with the gateway's receive time in nanoseconds.
 
 from __future__ import annotations
 
-from contracts import AnyEnvelope, StatusEnvelope, TemperatureEnvelope
+from contracts import AnyEnvelope, ContractError, StatusEnvelope, TemperatureEnvelope
 from contracts.timestamps import to_epoch_ms
 from gateway.deadletter import DeadLetter
 from gateway.telemetry import TelemetryPoint
@@ -24,11 +24,19 @@ DEADLETTER = "deadletter"
 _NS_PER_MS = 1_000_000
 
 
+class UnsupportedKind(ContractError):
+    """A valid envelope of a kind this gateway does not store (yet)."""
+
+    reason = "unsupported"
+
+
 def to_points(envelope: AnyEnvelope) -> list[TelemetryPoint]:
     """The points one envelope is stored as."""
     if isinstance(envelope, TemperatureEnvelope):
         return [temperature_point(envelope)]
-    return [status_point(envelope)]
+    if isinstance(envelope, StatusEnvelope):
+        return [status_point(envelope)]
+    raise UnsupportedKind(f"the gateway does not store {envelope.kind} messages")
 
 
 def temperature_point(envelope: TemperatureEnvelope) -> TelemetryPoint:
