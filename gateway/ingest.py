@@ -108,6 +108,7 @@ class Ingestor:
         self.stats.processed += len(batch)
         if not self._write_with_retry(entries, stop):
             return False
+        self.stats.stored += sum(1 for entry in entries if entry.dead is None)
         for entry in entries:
             if entry.dead is not None:
                 self.stats.deadletters[entry.dead.reason] += 1
@@ -170,8 +171,6 @@ class Ingestor:
                 middle = len(entries) // 2
                 self._write(entries[:middle])
                 self._write(entries[middle:])
-            return
-        self.stats.stored += sum(1 for entry in entries if entry.dead is None)
 
     def _reject(self, entry: _Entry, exc: StoreRejected) -> None:
         if entry.dead is not None:

@@ -205,3 +205,48 @@ def test_unacknowledged_messages_come_back_after_a_restart(
     finally:
         second.stop()
     assert [value for _, value in stored(reader)] == [20.0 + s / 10 for s in range(1, 101)]
+
+
+def test_points_the_store_rejects_are_dead_lettered_one_by_one(
+    mosquitto: Mosquitto,
+    store_config: SqliteStoreConfig,
+    reader: TelemetryStore,
+    dev1: Publisher,
+    deadletters: Observer,
+) -> None:
+    """Another writer made 'seq' a string: the store refuses readings, not the batch."""
+    from gateway.telemetry import TelemetryPoint
+
+    reader.write(
+        [
+            TelemetryPoint(
+                TEMPERATURE, {"station": "x", "device": "y", "probe": "z"}, {"seq": "s"}, 1
+            )
+        ]
+    )
+    gateway = GatewayWorker(gateway_config(mosquitto, store_config), client_id="gw-test")
+    gateway.start()
+    assert gateway.consumer.wait_ready(10)
+    try:
+        for seq in (1, 2):
+            dev1.publish(TOPIC, reading(seq, 1.5))
+        status = make_envelope(
+            station="st1",
+            device="dev1",
+            boot=1,
+            seq=3,
+            ts=T0,
+            body=StatusBody(state="online", boot=1, version="test"),
+        )
+        dev1.publish("postedge/v1/st1/dev1/status", encode(status))
+        seen = deadletters.wait_for(lambda messages: len(messages) >= 2)
+        wait_until(
+            lambda: reader.last(DEVICE_STATUS, "state", ["station", "device"]), what="status"
+        )
+    finally:
+        gateway.stop()
+    assert {m.topic for m in seen} == {"postedge/v1/_deadletter/store"}
+    assert "field type conflict" in json.loads(seen[0].payload)["error"]
+    assert gateway.ingestor.stats.deadletters["store"] == 2
+    assert gateway.ingestor.stats.stored == 1
+    assert stored(reader) == []
