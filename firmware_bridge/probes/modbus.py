@@ -4,6 +4,12 @@ A probe is described as data (:class:`ModbusProbeSpec`); a bus (:class:`ModbusRt
 one serial line and reads any number of probes on it, one request at a time, because
 RS-485 is half-duplex. Everything pymodbus raises is translated here into
 :mod:`firmware_bridge.errors`.
+
+The bus counts what goes wrong (:attr:`ModbusRtuBus.stats`) and logs one line when a kind
+of fault starts on a probe, not one per read. A value is passed on only if it is one the
+contract accepts and not a register at its limit (the sensor-fault marker of many probes);
+judging whether an accepted value is plausible for the product (stuck, spiking) is the
+gateway's cold-chain engine's job, which sees the whole series.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import logging
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self, get_args
@@ -21,6 +28,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerRTU
 
 from contracts import TemperatureBody, validate_id
 from firmware_bridge.errors import (
@@ -94,6 +102,12 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
         raise ValueError(f"{name} must be in {low}..{high}, not {value}")
 
 
+def register_limits(spec: RegisterSpec) -> tuple[int, ...]:
+    """Raw values at the end of a register's range: firmware shows these for a failed
+    sensor (0x7FFF / 0x8000 signed, 0xFFFF unsigned) or a value it had to saturate."""
+    return (0x7FFF, 0x8000) if spec.signed else (0xFFFF,)
+
+
 def decode_register(raw: int, spec: RegisterSpec) -> float:
     """The physical value of a raw 16-bit register: two's complement if signed, times scale."""
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 0xFFFF:
@@ -115,6 +129,34 @@ def encode_register(value: float, spec: RegisterSpec) -> int:
     return counts & 0xFFFF
 
 
+class FaultTally:
+    """Counts faults by kind and logs one line when a kind of fault starts at a source.
+
+    A source that keeps failing the same way logs nothing more until it has worked again,
+    so a probe unplugged for a night writes two lines, not ten thousand. Messages never
+    carry more than the exception text, which drivers keep free of personal data.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.counts: Counter[str] = Counter()
+        self._log = logger
+        self._failing: dict[str, set[str]] = {}
+
+    def fault(self, source: str, kind: str, message: str) -> None:
+        """Count one fault of ``kind``; log it if ``source`` was not already failing so."""
+        self.counts[kind] += 1
+        kinds = self._failing.setdefault(source, set())
+        if kind not in kinds:
+            kinds.add(kind)
+            self._log.warning("%s [%s; logged once until it recovers]", message, kind)
+
+    def recovered(self, source: str) -> None:
+        """``source`` worked: log that once if it had been failing, and re-arm its faults."""
+        kinds = self._failing.pop(source, None)
+        if kinds:
+            self._log.info("%s: working again after %s", source, ", ".join(sorted(kinds)))
+
+
 class ModbusRtuBus:
     """One serial line with Modbus RTU probes on it; open it with ``async with``.
 
@@ -122,6 +164,12 @@ class ModbusRtuBus:
     first reopens a closed port and raises :class:`DeviceUnavailable` if it cannot, so a
     caller polling on a schedule recovers by itself once the adapter is back.
     ``timeout`` bounds each try; a request is tried ``1 + retries`` times.
+
+    :attr:`stats` counts ``readings``, and faults by kind: ``unavailable``, ``timeouts``,
+    ``bad_answers`` (garbled frames, exception responses), ``implausible`` (values the
+    contract rejects, registers at their limit), ``late_answers`` (bytes with no request
+    outstanding), ``stray_bytes`` (noise or repeats around an answer); ``reconnects``
+    counts reopenings of a port that had been lost.
     """
 
     def __init__(
@@ -140,6 +188,12 @@ class ModbusRtuBus:
         self._lock = asyncio.Lock()
         self._client: AsyncModbusSerialClient | None = None
         self._heard = False  # bytes came back since the last request was sent
+        self._expect: int | None = None  # the unit whose answer is awaited
+        self._last_heard = 0.0  # loop time bytes last arrived
+        self._failed_at: float | None = None  # loop time the last request went unanswered
+        self._was_open = False
+        self._faults = FaultTally(log)
+        self.stats = self._faults.counts
 
     @property
     def port(self) -> str:
@@ -173,9 +227,43 @@ class ModbusRtuBus:
 
         Raises a :class:`~firmware_bridge.errors.BridgeError`, never a library exception.
         """
+        source = self._where(spec.unit)
         async with self._lock:
-            client = await self._open()
-            celsius, humidity = await self._read_values(client, spec)
+            try:
+                client = await self._open()
+                raw_t, raw_h = await self._read_raw(client, spec)
+            except BridgeError as exc:
+                self._faults.fault(
+                    self._port if isinstance(exc, DeviceUnavailable) else source,
+                    _fault_kind(exc),
+                    str(exc),
+                )
+                raise
+        try:
+            body = self._reading(spec, raw_t, raw_h)
+        except DeviceProtocolError as exc:
+            self._faults.fault(source, "implausible", str(exc))
+            raise
+        self.stats["readings"] += 1
+        self._faults.recovered(self._port)
+        self._faults.recovered(source)
+        return body
+
+    def _reading(self, spec: ModbusProbeSpec, raw_t: int, raw_h: int | None) -> TemperatureBody:
+        """The body for raw registers, or DeviceProtocolError for values that are not readings."""
+        for name, where, raw in (
+            ("temperature", spec.temperature, raw_t),
+            ("humidity", spec.humidity, raw_h),
+        ):
+            if where is not None and raw in register_limits(where):
+                raise DeviceProtocolError(
+                    f"{self._where(spec.unit)}: {name} register {where.register} holds "
+                    f"0x{raw:04X}, the end of its range: a sensor fault marker, not a reading"
+                )
+        celsius = decode_register(raw_t, spec.temperature)
+        humidity = None
+        if spec.humidity is not None and raw_h is not None:
+            humidity = decode_register(raw_h, spec.humidity)
         try:
             return TemperatureBody(probe=spec.probe, celsius=celsius, humidity=humidity)
         except ValidationError:
@@ -197,22 +285,70 @@ class ModbusRtuBus:
                 trace_packet=self._on_packet,
                 name=f"modbus {self._port}",
             )
-        if not self._client.connected and not await self._client.connect():
-            raise DeviceUnavailable(f"serial port {self._port} {_why_unopenable(self._port)}")
+        if not self._client.connected:
+            if not await self._client.connect():
+                raise DeviceUnavailable(f"serial port {self._port} {_why_unopenable(self._port)}")
+            if self._was_open:
+                self.stats["reconnects"] += 1
+            self._was_open = True
         return self._client
 
     def _on_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending and data:
-            self._heard = True
-        return data
+        """pymodbus' packet hook: hand its framer only the answer we wait for.
 
-    async def _read_values(
+        pymodbus gets the whole receive buffer here; its own hunt drops everything at the
+        first bad CRC, so noise before an answer would cost the answer.
+        """
+        if sending or not data:
+            return data
+        self._heard = True
+        self._last_heard = asyncio.get_running_loop().time()
+        if self._expect is None:
+            self._faults.fault(
+                self._port,
+                "late_answers",
+                f"serial port {self._port}: bytes with no request outstanding "
+                "(an answer after its timeout, or repeated): ignored",
+            )
+            return b""
+        found = find_answer(data, self._expect)
+        if found is None:
+            return b""  # incomplete or damaged: wait for more, or for the timeout
+        start, size = found
+        if start or start + size < len(data):
+            where = self._where(self._expect)
+            self._faults.fault(
+                where,
+                "stray_bytes",
+                f"{where}: bytes around the answer (noise, or a repeated frame) skipped",
+            )
+        return data[start : start + size]
+
+    async def _settle(self) -> None:
+        """After an unanswered request, wait for the line to stay quiet for one timeout.
+
+        RTU answers carry no transaction id: a late answer to the failed request, arriving
+        while the next one waits, would be taken for its answer (the temperature read as
+        humidity, say). Bounded, so a chattering line cannot hold reads for ever.
+        """
+        if self._failed_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 10 * self._timeout
+        while (now := loop.time()) < give_up:
+            quiet = now - max(self._last_heard, self._failed_at)
+            if quiet >= self._timeout:
+                break
+            await asyncio.sleep(self._timeout - quiet)  # the guard time itself
+        self._failed_at = None
+
+    async def _read_raw(
         self, client: AsyncModbusSerialClient, spec: ModbusProbeSpec
-    ) -> tuple[float, float | None]:
+    ) -> tuple[int, int | None]:
+        """The raw temperature and humidity registers, in as few requests as the map allows."""
         temperature, humidity = spec.temperature, spec.humidity
         if humidity is None:
-            raw = await self._read_registers(client, spec.unit, temperature, 1)
-            return decode_register(raw[0], temperature), None
+            return (await self._read_registers(client, spec.unit, temperature, 1))[0], None
         first = min(temperature.register, humidity.register)
         if (
             humidity.table == temperature.table
@@ -222,11 +358,10 @@ class ModbusRtuBus:
             raw = await self._read_registers(
                 client, spec.unit, RegisterSpec(first, temperature.table), 2
             )
-            raw_t, raw_h = raw[temperature.register - first], raw[humidity.register - first]
-        else:
-            raw_t = (await self._read_registers(client, spec.unit, temperature, 1))[0]
-            raw_h = (await self._read_registers(client, spec.unit, humidity, 1))[0]
-        return decode_register(raw_t, temperature), decode_register(raw_h, humidity)
+            return raw[temperature.register - first], raw[humidity.register - first]
+        raw_t = (await self._read_registers(client, spec.unit, temperature, 1))[0]
+        raw_h = (await self._read_registers(client, spec.unit, humidity, 1))[0]
+        return raw_t, raw_h
 
     async def _read_registers(
         self, client: AsyncModbusSerialClient, unit: int, where: RegisterSpec, count: int
@@ -236,7 +371,9 @@ class ModbusRtuBus:
             if where.table == "holding"
             else client.read_input_registers
         )
+        await self._settle()
         self._heard = False
+        self._expect = unit
         with map_exceptions(
             {ConnectionException: DeviceUnavailable, ModbusException: DeviceProtocolError}
         ):
@@ -244,7 +381,10 @@ class ModbusRtuBus:
                 response = await read(where.register, count=count, device_id=unit)
             except ModbusIOException:
                 # pymodbus reports silence and garbage alike as "no response".
+                self._failed_at = asyncio.get_running_loop().time()
                 raise self._no_answer(client, unit) from None
+            finally:
+                self._expect = None
         if response.isError():
             code = _exception_name(response.exception_code)
             raise DeviceProtocolError(
@@ -277,6 +417,43 @@ class ModbusRtuBus:
 
     def _where(self, unit: int) -> str:
         return f"{self._port} unit {unit}"
+
+
+def find_answer(buffer: bytes, unit: int) -> tuple[int, int] | None:
+    """Where in ``buffer`` the first whole answer of ``unit`` to a register read is.
+
+    ``(start, size)`` of the first frame from ``unit`` with a valid CRC that answers a
+    read of holding or input registers (function 3 or 4, or an exception response);
+    None if there is none yet. Pure: bytes in, position out. Which function and how many
+    registers are checked later, so a wrong answer is named rather than waited out.
+    """
+    for start in range(len(buffer) - 4):
+        if buffer[start] != unit:
+            continue
+        function = buffer[start + 1]
+        if function & 0x80:
+            size = 5  # unit, function | 0x80, exception code, CRC
+        elif function in _READ_FUNCTIONS:
+            size = 5 + buffer[start + 2]  # unit, function, byte count, data, CRC
+        else:
+            continue
+        frame = buffer[start : start + size]
+        if len(frame) == size and FramerRTU.compute_CRC(frame[:-2]) == int.from_bytes(
+            frame[-2:], "big"
+        ):
+            return start, size
+    return None
+
+
+_READ_FUNCTIONS = frozenset(READ_FUNCTION_CODE.values())
+
+
+def _fault_kind(exc: BridgeError) -> str:
+    if isinstance(exc, DeviceUnavailable):
+        return "unavailable"
+    if isinstance(exc, DeviceTimeout):
+        return "timeouts"
+    return "bad_answers"
 
 
 def _why_unopenable(port: str) -> str:

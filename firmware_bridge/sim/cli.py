@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import argparse
 
-from firmware_bridge.sim import probe_cli
+from firmware_bridge.sim import (
+    ds18b20_cli,
+    idcard_cli,
+    lockboard_cli,
+    probe_cli,
+    scanner_cli,
+)
 
-KINDS = (probe_cli,)
+KINDS = (probe_cli, ds18b20_cli, scanner_cli, lockboard_cli, idcard_cli)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,6 +9,12 @@ Register values are computed from the scenario when a request reads them, so the
 with time; every temperature served is logged in :attr:`ProbeSimulator.served`, so a test
 can check that exactly the simulated values arrived.
 
+Faults come in two layers: sensor faults (:mod:`firmware_bridge.sim.sensor_faults`: stuck,
+spike, out of range, silent) shape the values, and line faults
+(:class:`~firmware_bridge.sim.faults.LineFaults`: drop, corrupt, garbage, duplicate, stall)
+damage the answer frames on their way out. Every answer leaves through pymodbus' packet
+trace hook, which hands it to the fault injector instead of the serial port.
+
 This uses pymodbus 3.16's ``SimDevice``/``SimData`` datastore: its ``action`` hook is
 called on each access and may fill the registers in place. The older
 ``ModbusDeviceContext``/``ModbusSequentialDataBlock`` are deprecated shims over it in
@@ -17,15 +23,16 @@ called on each access and may fill the registers in place. The older
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import math
-import random
+import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self, get_args
+from typing import Self
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
@@ -41,119 +48,25 @@ from firmware_bridge.probes.modbus import (
     decode_register,
     encode_register,
 )
+from firmware_bridge.sim.faults import NO_FAULTS, FaultInjector, LineFaults
+from firmware_bridge.sim.sensor_faults import (
+    SCENARIO_KINDS,
+    Scenario,
+    ScenarioKind,
+    SensorFault,
+    sensor_reading,
+)
 
 log = logging.getLogger(__name__)
 
-ScenarioKind = Literal["steady", "drift", "excursion"]
-SCENARIO_KINDS: tuple[ScenarioKind, ...] = get_args(ScenarioKind)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """How a simulated quantity moves with time; build one with the class methods.
-
-    ``noise`` adds a deterministic wobble of at most that amplitude, new every second and
-    the same for the same ``seed``, so a scenario stays a pure function of time.
-    """
-
-    kind: ScenarioKind
-    base: float
-    per_minute: float = 0.0
-    peak: float | None = None
-    start_s: float = 0.0
-    ramp_s: float = 0.0
-    hold_s: float = 0.0
-    noise: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in SCENARIO_KINDS:
-            raise ValueError(f"kind must be one of {SCENARIO_KINDS}, not {self.kind!r}")
-        for name in ("base", "per_minute", "start_s", "ramp_s", "hold_s", "noise"):
-            _check_finite(name, getattr(self, name))
-        for name in ("start_s", "ramp_s", "hold_s", "noise"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        if (self.kind == "excursion") != (self.peak is not None):
-            raise ValueError("peak is required for an excursion, and only there")
-        if self.peak is not None:
-            _check_finite("peak", self.peak)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise TypeError(f"seed must be an int, not {self.seed!r}")
-
-    @classmethod
-    def steady(cls, base: float, *, noise: float = 0.0, seed: int = 0) -> Scenario:
-        """Stays at ``base``."""
-        return cls("steady", base, noise=noise, seed=seed)
-
-    @classmethod
-    def drift(
-        cls, base: float, per_minute: float, *, noise: float = 0.0, seed: int = 0
-    ) -> Scenario:
-        """Starts at ``base`` and moves ``per_minute`` every minute, for ever (a failing cooler)."""
-        return cls("drift", base, per_minute=per_minute, noise=noise, seed=seed)
-
-    @classmethod
-    def excursion(
-        cls,
-        base: float,
-        peak: float,
-        start_s: float,
-        ramp_s: float,
-        hold_s: float,
-        *,
-        noise: float = 0.0,
-        seed: int = 0,
-    ) -> Scenario:
-        """Sits at ``base``, ramps to ``peak`` from ``start_s`` over ``ramp_s``, holds it
-        for ``hold_s``, and ramps back to ``base`` over ``ramp_s`` (a door left open)."""
-        return cls(
-            "excursion",
-            base,
-            peak=peak,
-            start_s=start_s,
-            ramp_s=ramp_s,
-            hold_s=hold_s,
-            noise=noise,
-            seed=seed,
-        )
-
-    def value_at(self, elapsed_s: float) -> float:
-        """The value ``elapsed_s`` seconds after the simulation started."""
-        _check_finite("elapsed_s", elapsed_s)
-        if elapsed_s < 0:
-            raise ValueError("elapsed_s must not be negative")
-        return self._trend(elapsed_s) + self._wobble(elapsed_s)
-
-    def _trend(self, t: float) -> float:
-        if self.kind == "steady":
-            return self.base
-        if self.kind == "drift":
-            return self.base + self.per_minute * t / 60.0
-        assert self.peak is not None
-        rise = self.peak - self.base
-        into = t - self.start_s
-        hold_end = self.ramp_s + self.hold_s
-        if into < 0 or into >= hold_end + self.ramp_s:
-            return self.base
-        if into < self.ramp_s:
-            return self.base + rise * into / self.ramp_s
-        if into < hold_end:
-            return self.peak
-        return self.peak - rise * (into - hold_end) / self.ramp_s
-
-    def _wobble(self, t: float) -> float:
-        if not self.noise:
-            return 0.0
-        # A string seed is hashed with SHA-512, so the sequence is the same in every process.
-        return random.Random(f"{self.seed}:{math.floor(t)}").uniform(-self.noise, self.noise)
-
-
-def _check_finite(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, not {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, not {value!r}")
+# Scenarios moved to sensor_faults (the DS18B20 simulator shares them); importable here still.
+__all__ = [
+    "SCENARIO_KINDS",
+    "ProbeSimulator",
+    "Scenario",
+    "ScenarioKind",
+    "SimulatedProbe",
+]
 
 
 def _default_humidity() -> Scenario:
@@ -162,10 +75,12 @@ def _default_humidity() -> Scenario:
 
 @dataclass(frozen=True)
 class SimulatedProbe:
-    """One simulated probe on the bus: its unit id, register map and scenarios.
+    """One simulated probe on the bus: its unit id, register map, scenarios and faults.
 
     Both registers live in ``table`` and share ``scale`` and ``signed``. Humidity is served
     only if ``humidity_register`` is set, clamped to 0..100 %RH as a real sensor reports it.
+    ``faults`` act on the temperature (see :func:`sensor_reading`); a silent sensor makes
+    the whole unit silent, as a probe whose sensor hangs stops answering.
     """
 
     unit: int
@@ -176,12 +91,17 @@ class SimulatedProbe:
     table: Table = "holding"
     scale: float = 0.1
     signed: bool = True
+    faults: tuple[SensorFault, ...] = ()
 
     def __post_init__(self) -> None:
         # Building the driver's spec checks unit, registers, table and scale in one place.
         self.probe_spec("sim")
         if not isinstance(self.scenario, Scenario) or not isinstance(self.humidity, Scenario):
             raise TypeError("scenario and humidity must be Scenario objects")
+        if not isinstance(self.faults, tuple) or not all(
+            isinstance(fault, SensorFault) for fault in self.faults
+        ):
+            raise TypeError("faults must be a tuple of SensorFault objects")
 
     @property
     def temperature_spec(self) -> RegisterSpec:
@@ -208,9 +128,19 @@ class SimulatedProbe:
             text += f"; humidity {self.table} register {self.humidity_register}"
         return text
 
+    def temperature_at(self, elapsed_s: float) -> tuple[float | None, SensorFault | None]:
+        """The temperature shown at ``elapsed_s`` (None: silent) and the fault behind it."""
+        return sensor_reading(self.faults, elapsed_s, self.scenario.value_at)
+
     def readings(self, elapsed_s: float) -> list[tuple[RegisterSpec, float]]:
-        """Each served register with its value at ``elapsed_s``, temperature first."""
-        values = [(self.temperature_spec, self.scenario.value_at(elapsed_s))]
+        """Each served register with its value at ``elapsed_s``, temperature first.
+
+        Empty while the sensor is silent.
+        """
+        celsius, _ = self.temperature_at(elapsed_s)
+        if celsius is None:
+            return []
+        values = [(self.temperature_spec, celsius)]
         if (spec := self.humidity_spec) is not None:
             values.append((spec, min(100.0, max(0.0, self.humidity.value_at(elapsed_s)))))
         return values
@@ -219,10 +149,9 @@ class SimulatedProbe:
 class _LiveRegisters:
     """pymodbus ``SimDevice.action`` for one probe: fills its registers at read time."""
 
-    def __init__(self, probe: SimulatedProbe, elapsed: Callable[[], float], served: list[float]):
+    def __init__(self, probe: SimulatedProbe, simulator: ProbeSimulator) -> None:
         self._probe = probe
-        self._elapsed = elapsed
-        self._served = served
+        self._sim = simulator
 
     async def action(
         self,
@@ -236,20 +165,30 @@ class _LiveRegisters:
         # pymodbus has already answered invalid addresses and writes to read-only registers.
         if set_values is not None or function_code != READ_FUNCTION_CODE[self._probe.table]:
             return None
-        for index, (spec, value) in enumerate(self._probe.readings(self._elapsed())):
+        elapsed = self._sim.elapsed()
+        _, fault = self._probe.temperature_at(elapsed)
+        if fault is not None:
+            self._sim.sensor_faults[fault.kind] += 1
+        values = self._probe.readings(elapsed)
+        if not values:
+            self._sim.mute_next_answer(self._probe.unit)
+        for index, (spec, value) in enumerate(values):
             if address <= spec.register < address + count:
                 raw = encode_register(value, spec)
                 registers[spec.register - start_address] = raw
                 if index == 0:
-                    self._served.append(decode_register(raw, spec))
+                    self._sim.served[self._probe.unit].append(decode_register(raw, spec))
         return None
 
 
 def _device(probe: SimulatedProbe, action: _LiveRegisters) -> SimDevice:
     """A device with separate tables, so reading the wrong table fails as on real hardware."""
+    specs = [probe.temperature_spec] + (
+        [] if probe.humidity_spec is None else [probe.humidity_spec]
+    )
     registers = [
         SimData(spec.register, values=0, datatype=DataType.REGISTERS, readonly=True)
-        for spec, _ in probe.readings(0.0)
+        for spec in specs
     ]
     nothing = [SimData(0, datatype=DataType.INVALID)]
     no_bits = [SimData(0, values=False, datatype=DataType.BITS, readonly=True)]
@@ -260,9 +199,11 @@ def _device(probe: SimulatedProbe, action: _LiveRegisters) -> SimDevice:
 class ProbeSimulator:
     """Serves simulated probes on one pty bus; use with ``async with``.
 
-    A driver opens :attr:`device_path`; :attr:`modem` gives access to fault injection.
-    ``clock`` (seconds, monotonic) drives the scenarios, so tests can set the time.
-    Units not on the bus stay silent, as on a real RS-485 line.
+    A driver opens :attr:`device_path`; :attr:`modem` gives access to byte-level fault
+    injection, ``faults`` adds line faults to every answer (counted in :attr:`injected`),
+    and :meth:`unplug`/:meth:`replug` pull the adapter and put it back (same ``link``,
+    new tty). ``clock`` (seconds, monotonic) drives the scenarios, so tests can set the
+    time. Units not on the bus stay silent, as on a real RS-485 line.
     """
 
     def __init__(
@@ -272,6 +213,7 @@ class ProbeSimulator:
         link: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         baudrate: int = 9600,
+        faults: LineFaults = NO_FAULTS,
     ) -> None:
         self.probes = tuple(probes)
         if not self.probes:
@@ -281,18 +223,39 @@ class ProbeSimulator:
         units = [probe.unit for probe in self.probes]
         if len(set(units)) != len(units):
             raise ValueError(f"unit ids must be unique on a bus, got {units}")
+        if not isinstance(faults, LineFaults):
+            raise TypeError("faults must be LineFaults")
+        self.link = link
         self.modem = PtyNullModem(link=link)
         self.served: dict[int, list[float]] = {unit: [] for unit in units}
         """Per unit, each temperature the simulator answered, in order (lost on the line or not)."""
+        self.sensor_faults: Counter[str] = Counter()
+        """Answers shaped by a sensor fault, by fault kind (silent ones included)."""
+        self.unplugged = False
+        self._line = FaultInjector(faults)
         self._clock = clock
         self._baudrate = baudrate
         self._started_at = 0.0
         self._server: ModbusSerialServer | None = None
+        self._fd: int | None = None
+        self._muted: set[int] = set()
+        self._sending: set[asyncio.Task[None]] = set()
 
     @property
     def device_path(self) -> str:
-        """The tty a driver opens (the ``link`` points here too)."""
-        return self.modem.device_path
+        """The tty a driver opens: the ``link`` if there is one (it survives a replug)."""
+        return str(self.link) if self.link is not None else self.modem.device_path
+
+    @property
+    def injected(self) -> Counter[str]:
+        """Line faults injected so far, by kind (``drop``, ``corrupt``, ...)."""
+        return self._line.injected
+
+    def set_line_faults(self, faults: LineFaults) -> None:
+        """Change the line faults from the next answer on; :attr:`injected` counts on."""
+        injected = self._line.injected
+        self._line = FaultInjector(faults)
+        self._line.injected = injected
 
     def elapsed(self) -> float:
         """Seconds of simulated time since start, as the scenarios see it."""
@@ -300,22 +263,59 @@ class ProbeSimulator:
 
     async def start(self) -> None:
         """Open the ptys and serve; the scenarios' time starts now."""
-        await self.modem.start()
         self._started_at = self._clock()
+        await self._plug()
+
+    async def stop(self) -> None:
+        await self._unplug()
+
+    async def unplug(self) -> None:
+        """Pull the adapter: the driver's port vanishes, and the link with it."""
+        await self._unplug()
+        self.unplugged = True
+
+    async def replug(self) -> None:
+        """Plug it in again: a new tty behind the same link; scenario time runs on."""
+        self.modem = PtyNullModem(link=self.link)
+        await self._plug()
+        self.unplugged = False
+
+    async def wait_sent(self) -> None:
+        """Wait until every answer held back by a line fault (a stall) has gone out."""
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+    def mute_next_answer(self, unit: int) -> None:
+        """Swallow the answer being built for ``unit`` (its sensor is silent)."""
+        self._muted.add(unit)
+
+    async def _plug(self) -> None:
+        await self.modem.start()
         try:
+            # Our own handle on the simulator's tty: answers go out through the line faults.
+            self._fd = os.open(self.modem.sim_path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
             server = self._build_server()
             await server.serve_forever(background=True)
         except BaseException:
-            await self.modem.stop()
+            await self._unplug()
             raise
         self._server = server
 
+    async def _unplug(self) -> None:
+        for task in self._sending:
+            task.cancel()
+        await self.wait_sent()
+        if self._server is not None:
+            await self._server.shutdown()  # type: ignore[no-untyped-call]  # untyped in 3.16
+            self._server = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        await self.modem.stop()
+
     def _build_server(self) -> ModbusSerialServer:
-        devices = [
-            _device(probe, _LiveRegisters(probe, self.elapsed, self.served[probe.unit]))
-            for probe in self.probes
-        ]
-        # Catch-all for absent units: answered with an error that _mute_absent drops, so
+        devices = [_device(probe, _LiveRegisters(probe, self)) for probe in self.probes]
+        # Catch-all for absent units: answered with an error that _outgoing drops, so
         # pymodbus does not log a traceback for every request to a unit that is not here.
         devices.append(SimDevice(0, simdata=[SimData(0, datatype=DataType.INVALID)]))
         return ModbusSerialServer(
@@ -323,14 +323,31 @@ class ProbeSimulator:
             framer=FramerType.RTU,
             port=self.modem.sim_path,
             baudrate=self._baudrate,
-            trace_packet=self._mute_absent,
+            trace_packet=self._outgoing,
         )
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()  # type: ignore[no-untyped-call]  # untyped in 3.16
-            self._server = None
-        await self.modem.stop()
+    def _outgoing(self, sending: bool, frame: bytes) -> bytes:
+        """pymodbus' packet trace: every answer leaves through the line faults instead."""
+        if not sending or not frame:
+            return frame
+        unit = frame[0]
+        if unit not in self.served:
+            log.debug("unit %d is not on this bus: no answer", unit)
+        elif unit in self._muted:
+            self._muted.discard(unit)
+        else:
+            task = asyncio.get_running_loop().create_task(self._line.send(frame, self._write))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        return b""
+
+    async def _write(self, data: bytes) -> None:
+        if self._fd is None:
+            return  # unplugged meanwhile: the answer goes nowhere
+        try:
+            os.write(self._fd, data)
+        except OSError as exc:  # a full or vanished tty loses the answer, as a real line does
+            log.debug("answer lost: %s", exc)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -343,9 +360,3 @@ class ProbeSimulator:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop()
-
-    def _mute_absent(self, sending: bool, frame: bytes) -> bytes:
-        if sending and frame and frame[0] not in self.served:
-            log.debug("unit %d is not on this bus: no answer", frame[0])
-            return b""
-        return frame

@@ -1,0 +1,1 @@
+"""ID-card readers: the serial adapter protocol (``codec``) and the driver (``driver``)."""

@@ -1,0 +1,1 @@
+"""Serial barcode scanners: the line codec (``codec``) and the driver (``driver``)."""
