@@ -17,7 +17,7 @@ COMMANDS = [
     (["gateway"], ["run"]),
     (["gateway", "run"], ["GATEWAY.toml", "--workers", "_deadletter"]),
     (["api"], ["--config", "--port", "/api/v1/stations"]),
-    (["sim"], ["probe", "ds18b20", "scanner", "lockboard", "idcard"]),
+    (["sim"], ["probe", "ds18b20", "scanner", "lockboard", "idcard", "sorter", "xray"]),
     (["sim", "probe"], ["--scenario", "excursion"]),
     (["demo"], ["--api-port", "--duration", "--workdir"]),
 ]

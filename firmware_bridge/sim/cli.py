@@ -13,9 +13,19 @@ from firmware_bridge.sim import (
     lockboard_cli,
     probe_cli,
     scanner_cli,
+    sorter_cli,
+    xray_cli,
 )
 
-KINDS = (probe_cli, ds18b20_cli, scanner_cli, lockboard_cli, idcard_cli)
+KINDS = (
+    probe_cli,
+    ds18b20_cli,
+    scanner_cli,
+    lockboard_cli,
+    idcard_cli,
+    sorter_cli,
+    xray_cli,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
