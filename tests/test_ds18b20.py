@@ -5,7 +5,6 @@ tally)."""
 from __future__ import annotations
 
 import contextlib
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from firmware_bridge.probes.ds18b20 import (
     sensor_ids,
     w1_fault,
 )
-from firmware_bridge.probes.modbus import FaultTally
 from firmware_bridge.sim.ds18b20 import (
     POWER_ON_SCRATCHPAD,
     SimulatedDs18b20,
@@ -325,25 +323,3 @@ def test_the_first_active_fault_wins() -> None:
 def test_faults_are_validated_on_construction(make: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make()
-
-
-def test_fault_tally_logs_a_kind_once_until_the_source_recovers(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    tally = FaultTally(logging.getLogger("tally-test"))
-    with caplog.at_level(logging.INFO, logger="tally-test"):
-        for _ in range(3):
-            tally.fault("unit 1", "timeouts", "unit 1: silent")
-        tally.fault("unit 1", "bad_answers", "unit 1: garbled")
-        tally.fault("unit 2", "timeouts", "unit 2: silent")
-        tally.recovered("unit 1")
-        tally.recovered("unit 1")
-        tally.fault("unit 1", "timeouts", "unit 1: silent")
-    assert tally.counts == {"timeouts": 5, "bad_answers": 1}
-    assert [r.getMessage() for r in caplog.records] == [
-        "unit 1: silent [timeouts; logged once until it recovers]",
-        "unit 1: garbled [bad_answers; logged once until it recovers]",
-        "unit 2: silent [timeouts; logged once until it recovers]",
-        "unit 1: working again after bad_answers, timeouts",
-        "unit 1: silent [timeouts; logged once until it recovers]",
-    ]

@@ -24,6 +24,7 @@ from firmware_bridge.errors import (
     DeviceTimeout,
     DeviceUnavailable,
 )
+from firmware_bridge.faultlog import FaultLog
 from firmware_bridge.idcard.codec import (
     BAD_CHECKSUM,
     CardRecord,
@@ -35,7 +36,6 @@ from firmware_bridge.idcard.codec import (
     encode,
     identity_from,
 )
-from firmware_bridge.scanner.driver import FaultLog
 from firmware_bridge.serial_link import SerialLink
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ class IdCardReader:
             self._unavailable()
         if answer.error is not None:
             raise answer.error
-        self._faults.good()
+        if self._faults.good():
+            log.debug("%s: good frames again", self._faults.where)
         return answer.identity
 
     def _unavailable(self) -> NoReturn:

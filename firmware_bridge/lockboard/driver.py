@@ -26,6 +26,7 @@ from firmware_bridge.errors import (
     DeviceTimeout,
     DeviceUnavailable,
 )
+from firmware_bridge.faultlog import FaultLog
 from firmware_bridge.lockboard.codec import (
     ERR_CHECKSUM,
     ERR_FIELD,
@@ -96,27 +97,6 @@ class LockBusStats:
 _SKIP_KINDS: Final = {ERR_CHECKSUM: "bad_checksum", ERR_FIELD: "invalid"}
 
 
-class _FaultLog:
-    """One warning when a kind of fault starts; again only after a clean streak."""
-
-    def __init__(self, where: str) -> None:
-        self._where = where
-        self._active: set[str] = set()
-        self._streak = 0
-
-    def fault(self, kind: str, message: str) -> None:
-        self._streak = 0
-        if kind not in self._active:
-            self._active.add(kind)
-            log.warning("%s: %s", self._where, message)
-
-    def good(self) -> None:
-        self._streak += 1
-        if self._active and self._streak >= _CLEAN_STREAK:
-            log.info("%s: clean again after %s", self._where, ", ".join(sorted(self._active)))
-            self._active.clear()
-
-
 Cause = Literal["command", "report", "poll"]
 
 
@@ -158,7 +138,7 @@ class LockBus:
         self._poll_interval = poll_interval_s
         self._codec = codec
         self.stats = LockBusStats()
-        self._faults = _FaultLog(f"lock bus {link.path}")
+        self._faults = FaultLog(log, f"lock bus {link.path}", clean_streak=_CLEAN_STREAK)
         self._stream = FrameStream(codec.decode_reply)
         self._lock = asyncio.Lock()
         self._pending: tuple[Request, asyncio.Future[Reply]] | None = None
@@ -369,7 +349,8 @@ class LockBus:
             self._skip(ERR_FIELD)
         else:
             self.stats.frames += 1
-            self._faults.good()
+            if ended := self._faults.good():
+                log.info("%s: clean again after %s", self._faults.where, ", ".join(ended))
             self._deliver(frame)
 
     def _skip(self, error: str) -> None:

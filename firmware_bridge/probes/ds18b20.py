@@ -32,7 +32,7 @@ from firmware_bridge.errors import (
     DeviceTimeout,
     DeviceUnavailable,
 )
-from firmware_bridge.probes.modbus import FaultTally
+from firmware_bridge.faultlog import UNTIL_RECOVERED, FaultLog
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class Ds18b20:
             raise ValueError(f"timeout must be positive, not {timeout!r}")
         self.path = Path(base) / sensor_id / "w1_slave"
         self._timeout = timeout
-        self._faults = FaultTally(log)
+        self._faults = FaultLog(log, self._source, note=UNTIL_RECOVERED)
         self.stats = self._faults.counts
 
     async def __aenter__(self) -> Self:
@@ -204,10 +204,11 @@ class Ds18b20:
         try:
             celsius = await self._read_celsius()
         except _Fault as fault:
-            self._faults.fault(self._source, fault.kind, f"{self._source}: {fault.error}")
+            self._faults.fault(fault.kind, str(fault.error))
             raise fault.error from None
         self.stats["readings"] += 1
-        self._faults.recovered(self._source)
+        if ended := self._faults.good():
+            log.info("%s: working again after %s", self._source, ", ".join(ended))
         return TemperatureBody(probe=self.probe, celsius=celsius)
 
     @property

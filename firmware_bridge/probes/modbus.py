@@ -18,7 +18,6 @@ import asyncio
 import logging
 import math
 import os
-from collections import Counter
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self, get_args
@@ -38,6 +37,7 @@ from firmware_bridge.errors import (
     DeviceUnavailable,
     map_exceptions,
 )
+from firmware_bridge.faultlog import UNTIL_RECOVERED, FaultLog
 
 log = logging.getLogger(__name__)
 
@@ -129,34 +129,6 @@ def encode_register(value: float, spec: RegisterSpec) -> int:
     return counts & 0xFFFF
 
 
-class FaultTally:
-    """Counts faults by kind and logs one line when a kind of fault starts at a source.
-
-    A source that keeps failing the same way logs nothing more until it has worked again,
-    so a probe unplugged for a night writes two lines, not ten thousand. Messages never
-    carry more than the exception text, which drivers keep free of personal data.
-    """
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self.counts: Counter[str] = Counter()
-        self._log = logger
-        self._failing: dict[str, set[str]] = {}
-
-    def fault(self, source: str, kind: str, message: str) -> None:
-        """Count one fault of ``kind``; log it if ``source`` was not already failing so."""
-        self.counts[kind] += 1
-        kinds = self._failing.setdefault(source, set())
-        if kind not in kinds:
-            kinds.add(kind)
-            self._log.warning("%s [%s; logged once until it recovers]", message, kind)
-
-    def recovered(self, source: str) -> None:
-        """``source`` worked: log that once if it had been failing, and re-arm its faults."""
-        kinds = self._failing.pop(source, None)
-        if kinds:
-            self._log.info("%s: working again after %s", source, ", ".join(sorted(kinds)))
-
-
 class ModbusRtuBus:
     """One serial line with Modbus RTU probes on it; open it with ``async with``.
 
@@ -192,7 +164,7 @@ class ModbusRtuBus:
         self._last_heard = 0.0  # loop time bytes last arrived
         self._failed_at: float | None = None  # loop time the last request went unanswered
         self._was_open = False
-        self._faults = FaultTally(log)
+        self._faults = FaultLog(log, note=UNTIL_RECOVERED)
         self.stats = self._faults.counts
 
     @property
@@ -233,20 +205,17 @@ class ModbusRtuBus:
                 client = await self._open()
                 raw_t, raw_h = await self._read_raw(client, spec)
             except BridgeError as exc:
-                self._faults.fault(
-                    self._port if isinstance(exc, DeviceUnavailable) else source,
-                    _fault_kind(exc),
-                    str(exc),
-                )
+                where = self._port if isinstance(exc, DeviceUnavailable) else source
+                self._faults.fault(_fault_kind(exc), str(exc), source=where)
                 raise
         try:
             body = self._reading(spec, raw_t, raw_h)
         except DeviceProtocolError as exc:
-            self._faults.fault(source, "implausible", str(exc))
+            self._faults.fault("implausible", str(exc), source=source)
             raise
         self.stats["readings"] += 1
-        self._faults.recovered(self._port)
-        self._faults.recovered(source)
+        _working_again(self._faults, log, self._port)
+        _working_again(self._faults, log, source)
         return body
 
     def _reading(self, spec: ModbusProbeSpec, raw_t: int, raw_h: int | None) -> TemperatureBody:
@@ -305,10 +274,10 @@ class ModbusRtuBus:
         self._last_heard = asyncio.get_running_loop().time()
         if self._expect is None:
             self._faults.fault(
-                self._port,
                 "late_answers",
                 f"serial port {self._port}: bytes with no request outstanding "
                 "(an answer after its timeout, or repeated): ignored",
+                source=self._port,
             )
             return b""
         found = find_answer(data, self._expect)
@@ -318,9 +287,9 @@ class ModbusRtuBus:
         if start or start + size < len(data):
             where = self._where(self._expect)
             self._faults.fault(
-                where,
                 "stray_bytes",
                 f"{where}: bytes around the answer (noise, or a repeated frame) skipped",
+                source=where,
             )
         return data[start : start + size]
 
@@ -446,6 +415,12 @@ def find_answer(buffer: bytes, unit: int) -> tuple[int, int] | None:
 
 
 _READ_FUNCTIONS = frozenset(READ_FUNCTION_CODE.values())
+
+
+def _working_again(faults: FaultLog, logger: logging.Logger, source: str) -> None:
+    """``source`` worked: re-arm its faults, and say so once if it had been failing."""
+    if ended := faults.good(source=source):
+        logger.info("%s: working again after %s", source, ", ".join(ended))
 
 
 def _fault_kind(exc: BridgeError) -> str:

@@ -30,6 +30,7 @@ from firmware_bridge.errors import (
     DeviceTimeout,
     DeviceUnavailable,
 )
+from firmware_bridge.faultlog import FaultLog
 from firmware_bridge.scanner.codec import MAX_CODE_LENGTH, ScanLine, ScannerCodec, SuffixName
 from firmware_bridge.serial_link import SerialLink
 
@@ -60,28 +61,6 @@ class ScannerStats:
     """Scans dropped because nobody took them and ``max_pending`` were waiting."""
     reconnects: int = 0
     """Times the port came back after it was gone."""
-
-
-class FaultLog:
-    """Logs the first fault of each kind, then nothing more of that kind until a good scan.
-
-    So a noisy line gives one log line per burst of trouble, not one per frame.
-    """
-
-    def __init__(self, logger: logging.Logger, where: str) -> None:
-        self._log = logger
-        self._where = where
-        self._active: set[str] = set()
-
-    def fault(self, kind: str, message: str) -> None:
-        if kind not in self._active:
-            self._active.add(kind)
-            self._log.warning("%s: %s", self._where, message)
-
-    def good(self) -> None:
-        if self._active:
-            self._log.debug("%s: good frames again", self._where)
-            self._active.clear()
 
 
 class SerialScanner:
@@ -268,7 +247,8 @@ class SerialScanner:
             self._faults.fault("duplicate", f"same code again within {self._same_code_s:g} s")
             return
         self.stats.scans += 1
-        self._faults.good()
+        if self._faults.good():
+            log.debug("%s: good frames again", self._faults.where)
         if len(self._queue) >= self._max_pending:
             self._queue.popleft()
             self.stats.overflow += 1

@@ -34,6 +34,7 @@ from firmware_bridge.errors import (
     DeviceUnavailable,
     map_exceptions,
 )
+from firmware_bridge.faultlog import COUNTED_IN_STATS, FaultLog, RecentKeys
 from firmware_bridge.sorter import registers as reg
 
 log = logging.getLogger(__name__)
@@ -50,24 +51,6 @@ class DivertRejected(DeviceProtocolError):
     def __init__(self, message: str, result: reg.CommandResult) -> None:
         super().__init__(message)
         self.result = result
-
-
-class _Window:
-    """The most recent ``size`` keys, oldest forgotten first."""
-
-    def __init__(self, size: int) -> None:
-        self._keys: OrderedDict[Hashable, None] = OrderedDict()
-        self._size = size
-
-    def add(self, key: Hashable) -> bool:
-        """Remember ``key``; False if it was already there."""
-        if key in self._keys:
-            self._keys.move_to_end(key)
-            return False
-        self._keys[key] = None
-        if len(self._keys) > self._size:
-            self._keys.popitem(last=False)
-        return True
 
 
 class SorterPlc:
@@ -112,16 +95,17 @@ class SorterPlc:
         self._command_timeout = command_timeout_s
         self._attempts = command_attempts
         self._backoff = (reconnect_initial_s, reconnect_max_s)
-        self._seen = {box.kind: _Window(window) for box in reg.MAILBOXES}
+        # refresh: a transaction the PLC keeps re-posting stays remembered however long.
+        self._seen = {box.kind: RecentKeys[Hashable](window, refresh=True) for box in reg.MAILBOXES}
         self._accepted: OrderedDict[int, int] = OrderedDict()
         self._window = window
         self._client: AsyncModbusTcpClient | None = None
         self._io = asyncio.Lock()
         self._command = asyncio.Lock()
-        self._failing: set[str] = set()
+        self._faults = FaultLog(log, self.where, note=COUNTED_IN_STATS)
         self._down = False
         self._connected_once = False
-        self.stats: Counter[str] = Counter()
+        self.stats: Counter[str] = self._faults.counts
         self.trace = trace
         self._sent_tid = b""
         self._answered = True
@@ -216,11 +200,13 @@ class SorterPlc:
             if status.ack == seq:
                 break
             if loop.time() > deadline:
-                self._fault("timeouts", f"took no divert command in {self._command_timeout} s")
+                self._faults.fault(
+                    "timeouts", f"took no divert command in {self._command_timeout} s"
+                )
                 raise DeviceTimeout(f"{self.where}: divert command {seq} not taken in time")
             await asyncio.sleep(self._poll)
         if status.result is reg.CommandResult.BAD_CHECKSUM:
-            self._fault("protocol_errors", "received a divert command with a bad CRC")
+            self._faults.fault("protocol_errors", "received a divert command with a bad CRC")
             raise DeviceProtocolError(f"{self.where}: the PLC saw a bad CRC in command {seq}")
         if status.result is not reg.CommandResult.ACCEPTED:
             raise DivertRejected(
@@ -249,7 +235,7 @@ class SorterPlc:
                 event = self._once(self._seen[box.kind], _key(body), body)
             found.append((event, ack))
         if faults == sum(self.stats[kind] for kind in _MAILBOX_FAULTS):
-            self._failing.difference_update(_MAILBOX_FAULTS)
+            self._faults.good(*_MAILBOX_FAULTS)
         return found
 
     def _posting(
@@ -263,26 +249,28 @@ class SorterPlc:
         try:
             mailbox = box.decode(block)
         except reg.MailboxError as exc:
-            self._fault(exc.kind, f"mailbox not used: {exc}")
+            self._faults.fault(exc.kind, f"mailbox not used: {exc}")
             if exc.kind == "bad_checksum":
                 return None, None  # most likely read while the PLC was writing it: read again
             return None, (box.ack_at, seq)  # never usable: take it, or the PLC would stall
         return (mailbox.body if mailbox is not None else None), (box.ack_at, seq)
 
-    def _once(self, window: _Window, key: Hashable, body: SorterEvent) -> SorterEvent | None:
+    def _once(
+        self, window: RecentKeys[Hashable], key: Hashable, body: SorterEvent
+    ) -> SorterEvent | None:
         if window.add(key):
-            self._failing.discard("duplicates")
+            self._faults.good("duplicates")
             return body
         # PLCs repeat transactions by design (a late ack, a second scan): not a warning.
         message = f"repeated transaction {body.transaction} not yielded again"
-        self._fault("duplicates", message, logging.INFO)
+        self._faults.fault("duplicates", message, level=logging.INFO)
         return None
 
     def _decode(self, decode: Callable[[Sequence[int]], _T], values: Sequence[int]) -> _T:
         try:
             return decode(values)
         except reg.MailboxError as exc:
-            self._fault(exc.kind, f"block not used: {exc}")
+            self._faults.fault(exc.kind, f"block not used: {exc}")
             raise DeviceProtocolError(f"{self.where}: {exc}") from None
 
     # --- Modbus I/O: every request goes through _request ---------------------------------
@@ -295,7 +283,9 @@ class SorterPlc:
         )
         registers = list(response.registers)
         if len(registers) != count:
-            self._fault("protocol_errors", f"asked for {count} registers, got {len(registers)}")
+            self._faults.fault(
+                "protocol_errors", f"asked for {count} registers, got {len(registers)}"
+            )
             raise DeviceProtocolError(f"{self.where}: asked for {count} registers")
         return registers
 
@@ -307,7 +297,7 @@ class SorterPlc:
             f"writing {len(values)} registers at {address}",
         )
         if (response.address, response.count) != (address, len(values)):
-            self._fault("protocol_errors", "write answer does not echo the request")
+            self._faults.fault("protocol_errors", "write answer does not echo the request")
             raise DeviceProtocolError(f"{self.where}: write answer does not echo the request")
 
     async def _request(
@@ -324,7 +314,7 @@ class SorterPlc:
             except BridgeError:
                 self._drop_connection()  # a stream out of step is resynchronised by reconnecting
                 raise
-        self._failing.difference_update(_LINK_FAULTS)
+        self._faults.good(*_LINK_FAULTS)
         return response
 
     async def _execute(
@@ -341,10 +331,10 @@ class SorterPlc:
             except ModbusIOException:
                 if not client.connected:
                     raise DeviceUnavailable(f"{self.where}: connection lost {what}") from None
-                self._fault("timeouts", f"no valid answer within {self._timeout} s")
+                self._faults.fault("timeouts", f"no valid answer within {self._timeout} s")
                 raise DeviceTimeout(f"{self.where}: no valid answer {what}") from None
         if response.isError():
-            self._fault("protocol_errors", f"exception response {response.exception_code}")
+            self._faults.fault("protocol_errors", f"exception response {response.exception_code}")
             raise DeviceProtocolError(
                 f"{self.where}: exception response {response.exception_code} {what}"
             )
@@ -387,7 +377,7 @@ class SorterPlc:
         # ``data`` is all that is buffered, so a repeat sent with the answer is seen here too.
         size = 6 + int.from_bytes(data[4:6], "big") if len(data) >= 6 else len(data) + 1
         if data[:2] != self._sent_tid[: len(data)] or self._answered or len(data) > size:
-            self._fault("unexpected_bytes", "ignored bytes that answer no request in flight")
+            self._faults.fault("unexpected_bytes", "ignored bytes that answer no request in flight")
         self._answered = self._answered or len(data) >= size
         return data
 
@@ -402,12 +392,6 @@ class SorterPlc:
         self._down = True
         self.stats["disconnects"] += 1
         log.warning("%s unavailable (%s); reconnecting with backoff", self.where, reason)
-
-    def _fault(self, kind: str, message: str, level: int = logging.WARNING) -> None:
-        self.stats[kind] += 1
-        if kind not in self._failing:
-            self._failing.add(kind)
-            log.log(level, "%s: %s (counted in stats[%r])", self.where, message, kind)
 
 
 _Ack = tuple[int, int]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from types import TracebackType
 from typing import Self
@@ -26,6 +26,7 @@ from typing import Self
 from contracts import XrayBody
 from firmware_bridge.codec import FrameStream
 from firmware_bridge.errors import BridgeError, DeviceTimeout, DeviceUnavailable
+from firmware_bridge.faultlog import COUNTED_IN_STATS, FaultLog, RecentKeys
 from firmware_bridge.xray.codec import FAULT_KINDS, Ack, Heartbeat, XrayRecord, decode, encode
 
 log = logging.getLogger(__name__)
@@ -34,28 +35,6 @@ Trace = Callable[[bool, bytes], None]
 """Called as ``trace(sending, data)`` for every chunk written (True) or read (False)."""
 
 _CHUNK = 4096
-
-
-class _Seen:
-    """The most recent ``size`` records yielded, by content.
-
-    Content, not ``(boot, seq)``: a machine that restarts keeps its unacknowledged records
-    and numbers them afresh, and a re-send is otherwise byte for byte the same record. Two
-    different parcels never share a waybill and a millisecond.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._bodies: OrderedDict[XrayBody, None] = OrderedDict()
-        self._size = size
-
-    def add(self, body: XrayBody) -> bool:
-        """Remember ``body``; False if it was already there."""
-        if body in self._bodies:
-            return False
-        self._bodies[body] = None
-        if len(self._bodies) > self._size:
-            self._bodies.popitem(last=False)
-        return True
 
 
 class XrayMachine:
@@ -88,15 +67,19 @@ class XrayMachine:
         self._connect_timeout = connect_timeout_s
         self._silence = silence_timeout_s
         self._backoff = (reconnect_initial_s, reconnect_max_s)
-        self._seen = _Seen(window)
+        # The recent records yielded, by content, not ``(boot, seq)``: a machine that
+        # restarts keeps its unacknowledged records and numbers them afresh, and a re-send
+        # is otherwise byte for byte the same record. Two different parcels never share a
+        # waybill and a millisecond.
+        self._seen: RecentKeys[XrayBody] = RecentKeys(window)
         self.boot: int | None = None
         """The machine's boot number, once a frame has told it."""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._down = False
         self._connected_once = False
-        self._failing: set[str] = set()
-        self.stats: Counter[str] = Counter()
+        self._faults = FaultLog(log, self.where, note=COUNTED_IN_STATS)
+        self.stats: Counter[str] = self._faults.counts
 
     @property
     def where(self) -> str:
@@ -148,7 +131,7 @@ class XrayMachine:
                 if frame is None:
                     self._skipped(result.error or "malformed: no reason given")
                     continue
-                self._failing.difference_update(FAULT_KINDS)
+                self._faults.good(*FAULT_KINDS)
                 if isinstance(frame, Ack):
                     continue  # our own kind of frame echoed back: harmless, nothing to do
                 self._boot_is(frame.boot)
@@ -157,11 +140,13 @@ class XrayMachine:
                     continue
                 if self._seen.add(frame.body):
                     self.stats["records"] += 1
-                    self._failing.discard("duplicates")
+                    self._faults.good("duplicates")
                     yield frame.body
                 else:
                     # Expected with at-least-once delivery, so not a warning.
-                    self._fault("duplicates", "re-sent record not yielded again", logging.INFO)
+                    self._faults.fault(
+                        "duplicates", "re-sent record not yielded again", level=logging.INFO
+                    )
                 await self._acknowledge(frame)
 
     async def _acknowledge(self, record: XrayRecord) -> None:
@@ -197,7 +182,7 @@ class XrayMachine:
         try:
             data = await asyncio.wait_for(self._reader.read(_CHUNK), self._silence)
         except TimeoutError:
-            self._fault(
+            self._faults.fault(
                 "timeouts", f"silent for {self._silence} s, not even a heartbeat: reconnecting"
             )
             raise DeviceTimeout(f"{self.where}: silent for {self._silence} s") from None
@@ -207,7 +192,7 @@ class XrayMachine:
         if not data:
             self._lost("the machine closed the connection")
             raise DeviceUnavailable(f"{self.where}: connection closed")
-        self._failing.discard("timeouts")
+        self._faults.good("timeouts")
         if self.trace is not None:
             self.trace(False, data)
         return data
@@ -225,7 +210,7 @@ class XrayMachine:
 
     def _skipped(self, error: str) -> None:
         kind = error.split(":", 1)[0]
-        self._fault(kind if kind in FAULT_KINDS else "malformed", f"skipped {error}")
+        self._faults.fault(kind if kind in FAULT_KINDS else "malformed", f"skipped {error}")
 
     def _lost(self, reason: str) -> None:
         if self._down:
@@ -233,9 +218,3 @@ class XrayMachine:
         self._down = True
         self.stats["disconnects"] += 1
         log.warning("%s unavailable (%s); reconnecting with backoff", self.where, reason)
-
-    def _fault(self, kind: str, message: str, level: int = logging.WARNING) -> None:
-        self.stats[kind] += 1
-        if kind not in self._failing:
-            self._failing.add(kind)
-            log.log(level, "%s: %s (counted in stats[%r])", self.where, message, kind)
