@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 
 from contracts import TemperatureBody
 from edge.config import ModbusBusConfig, ProbeConfig, RegisterConfig
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.probes.modbus import ModbusProbeSpec, ModbusRtuBus, RegisterSpec
-
-log = logging.getLogger(__name__)
 
 
 def probe_spec(probe: ProbeConfig) -> ModbusProbeSpec:
@@ -34,8 +31,8 @@ def probe_spec(probe: ProbeConfig) -> ModbusProbeSpec:
 class ProbePoller:
     """Reads every probe of a device's buses once per ``interval_s`` and hands on the readings.
 
-    A probe that fails is logged once when it starts failing and once when it recovers,
-    and counted; the other probes carry on.
+    A probe that fails is counted and skipped; the other probes carry on. The driver
+    logs the fault (once per kind, until the probe works again), so this does not.
     """
 
     def __init__(
@@ -47,7 +44,6 @@ class ProbePoller:
         self._bus_configs = buses
         self._interval = interval_s
         self._on_reading = on_reading
-        self._failing: dict[str, str] = {}
         self.read_errors = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -72,13 +68,7 @@ class ProbePoller:
         for spec in specs:
             try:
                 reading = await bus.read(spec)
-            except BridgeError as exc:
+            except BridgeError:
                 self.read_errors += 1
-                cause = f"{type(exc).__name__}: {exc}"
-                if self._failing.get(spec.probe) != cause:
-                    log.error("probe %s: read failed: %s", spec.probe, cause)
-                    self._failing[spec.probe] = cause
                 continue
-            if self._failing.pop(spec.probe, None) is not None:
-                log.info("probe %s: reading again", spec.probe)
             self._on_reading(reading)

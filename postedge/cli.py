@@ -23,6 +23,10 @@ Handler = Callable[[argparse.Namespace], int]
 
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    if level != "DEBUG":
+        # pymodbus logs every timeout and bad frame; our drivers count those and log each
+        # kind of fault once, in words that name the device.
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import secrets
 import signal
 import socket
@@ -87,7 +86,6 @@ def run_demo(
     mosquitto: str | None = None,
 ) -> int:
     """Run the demo; return the exit status."""
-    logging.getLogger("pymodbus").setLevel(logging.WARNING)  # one line per server start
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="postedge-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     if not _port_free(api_port):
