@@ -13,6 +13,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts.mqtt import new_client
+from gateway.config import BrokerConfig, GatewayConfig, IngestConfig
+from gateway.service import GatewayWorker
+from gateway.telemetry.config import StoreConfig
 from postedge.localservers import Mosquitto
 
 T = TypeVar("T")
@@ -124,3 +127,24 @@ class BackgroundLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+def gateway_worker(
+    broker: Mosquitto, store: StoreConfig, *, client_id: str = "gw-test", **ingest: Any
+) -> GatewayWorker:
+    """A gateway worker (not started) for ``broker`` and ``store``, batching briefly."""
+    from tests.conftest import GATEWAY_PASSWORD, GATEWAY_USER
+
+    config = GatewayConfig(
+        broker=BrokerConfig(
+            host=broker.host,
+            port=broker.port,
+            username=GATEWAY_USER,
+            password=GATEWAY_PASSWORD,
+            client_id=client_id,
+            reconnect_max_s=2,
+        ),
+        store=store,
+        ingest=IngestConfig(**{"batch_wait_ms": 5, **ingest}),
+    )
+    return GatewayWorker(config, client_id=client_id)

@@ -12,7 +12,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,18 +22,15 @@ from cloud_api.app import create_app
 from cloud_api.config import ApiConfig
 from contracts import TemperatureEnvelope, decode
 from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe
-from gateway.config import BrokerConfig, GatewayConfig, IngestConfig
 from gateway.service import GatewayWorker
 from gateway.telemetry.config import InfluxStoreConfig
 from postedge.localservers import Influxd, Mosquitto
 from tests.conftest import (
-    GATEWAY_PASSWORD,
-    GATEWAY_USER,
     OBSERVER_PASSWORD,
     OBSERVER_USER,
     device_password,
 )
-from tests.helpers import BackgroundLoop, Observer, wait_until
+from tests.helpers import BackgroundLoop, Observer, gateway_worker, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.hil]
 
@@ -96,42 +93,50 @@ def simulator() -> Iterator[ProbeSimulator]:
         background.run(sim.stop())
 
 
+@pytest.fixture
+def store(influxd: Influxd, influx_db: str) -> InfluxStoreConfig:
+    return InfluxStoreConfig(kind="influxdb", url=influxd.url, database=influx_db)
+
+
+@pytest.fixture
+def gateway(mosquitto: Mosquitto, store: InfluxStoreConfig) -> Iterator[GatewayWorker]:
+    worker = gateway_worker(mosquitto, store, client_id="gw-e2e")
+    worker.start()
+    assert worker.consumer.wait_ready(10)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def start_edge(
+    tmp_path: Path, mosquitto: Mosquitto, simulator: ProbeSimulator
+) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Starts ``postedge edge run`` on the simulator's bus, as its own process."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        config = station_toml(tmp_path, mosquitto, simulator.device_path)
+        command = [sys.executable, "-m", "postedge.cli", "edge", "run", str(config)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
 def test_probe_readings_reach_the_api_exactly(
-    tmp_path: Path,
     mosquitto: Mosquitto,
-    influxd: Influxd,
-    influx_db: str,
+    store: InfluxStoreConfig,
+    gateway: GatewayWorker,
     simulator: ProbeSimulator,
+    start_edge: Callable[[], subprocess.Popen[bytes]],
 ) -> None:
-    store = InfluxStoreConfig(kind="influxdb", url=influxd.url, database=influx_db)
-    gateway = GatewayWorker(
-        GatewayConfig(
-            broker=BrokerConfig(
-                host=mosquitto.host,
-                port=mosquitto.port,
-                username=GATEWAY_USER,
-                password=GATEWAY_PASSWORD,
-                client_id="gw-e2e",
-            ),
-            store=store,
-            ingest=IngestConfig(batch_wait_ms=5),
-        ),
-        client_id="gw-e2e",
-    )
     observer = Observer(mosquitto, OBSERVER_USER, OBSERVER_PASSWORD, "postedge/v1/+/+/telemetry")
-    gateway.start()
-    edge = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "postedge.cli",
-            "edge",
-            "run",
-            str(station_toml(tmp_path, mosquitto, simulator.device_path)),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    edge = start_edge()
     try:
         observer.wait_for(lambda seen: len(seen) >= 2 * READINGS, timeout=30)
         edge.send_signal(signal.SIGTERM)
@@ -165,50 +170,18 @@ def test_probe_readings_reach_the_api_exactly(
         humidity = [e.body.humidity for e in published if e.body.probe == "medicine"]
         assert all(h is not None and 0 <= h <= 100 for h in humidity)
     finally:
-        if edge.poll() is None:
-            edge.kill()
-            edge.wait()
-        gateway.stop()
         observer.close()
 
 
 def test_device_goes_offline_in_the_api_when_the_edge_dies(
-    tmp_path: Path,
     mosquitto: Mosquitto,
-    influxd: Influxd,
-    influx_db: str,
-    simulator: ProbeSimulator,
+    store: InfluxStoreConfig,
+    gateway: GatewayWorker,
+    start_edge: Callable[[], subprocess.Popen[bytes]],
 ) -> None:
     """A SIGKILLed agent says nothing; the broker's last will marks it offline."""
-    store = InfluxStoreConfig(kind="influxdb", url=influxd.url, database=influx_db)
-    gateway = GatewayWorker(
-        GatewayConfig(
-            broker=BrokerConfig(
-                host=mosquitto.host,
-                port=mosquitto.port,
-                username=GATEWAY_USER,
-                password=GATEWAY_PASSWORD,
-                client_id="gw-will",
-            ),
-            store=store,
-            ingest=IngestConfig(batch_wait_ms=5),
-        ),
-        client_id="gw-will",
-    )
-    gateway.start()
     observer = Observer(mosquitto, OBSERVER_USER, OBSERVER_PASSWORD, "postedge/v1/+/+/status")
-    edge = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "postedge.cli",
-            "edge",
-            "run",
-            str(station_toml(tmp_path, mosquitto, simulator.device_path)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    edge = start_edge()
     try:
         with TestClient(create_app(ApiConfig(store=store))) as api:
 
@@ -224,7 +197,4 @@ def test_device_goes_offline_in_the_api_when_the_edge_dies(
         assert states[0] == "online"
         assert states[-1] == "offline"
     finally:
-        if edge.poll() is None:
-            edge.kill()
-        gateway.stop()
         observer.close()

@@ -11,39 +11,21 @@ from pathlib import Path
 import pytest
 
 from contracts import StatusBody, TemperatureBody, encode, make_envelope
-from gateway.config import BrokerConfig, GatewayConfig, IngestConfig
 from gateway.convert import DEADLETTER, DEVICE_STATUS, TEMPERATURE
 from gateway.service import GatewayWorker
 from gateway.telemetry import TelemetryStore, open_store
 from gateway.telemetry.config import SqliteStoreConfig
 from postedge.localservers import Mosquitto
 from tests.conftest import (
-    GATEWAY_PASSWORD,
-    GATEWAY_USER,
     OBSERVER_PASSWORD,
     OBSERVER_USER,
     device_password,
 )
-from tests.helpers import Observer, Publisher, wait_until
+from tests.helpers import Observer, Publisher, gateway_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-
-
-def gateway_config(broker: Mosquitto, store: SqliteStoreConfig, **ingest: object) -> GatewayConfig:
-    return GatewayConfig(
-        broker=BrokerConfig(
-            host=broker.host,
-            port=broker.port,
-            username=GATEWAY_USER,
-            password=GATEWAY_PASSWORD,
-            client_id="gw-test",
-            reconnect_max_s=2,
-        ),
-        store=store,
-        ingest=IngestConfig(batch_wait_ms=5, **ingest),  # type: ignore[arg-type]
-    )
 
 
 @pytest.fixture
@@ -61,7 +43,7 @@ def reader(store_config: SqliteStoreConfig) -> Iterator[TelemetryStore]:
 
 @pytest.fixture
 def worker(mosquitto: Mosquitto, store_config: SqliteStoreConfig) -> Iterator[GatewayWorker]:
-    gateway = GatewayWorker(gateway_config(mosquitto, store_config), client_id="gw-test")
+    gateway = gateway_worker(mosquitto, store_config)
     gateway.start()
     assert gateway.consumer.wait_ready(10)
     yield gateway
@@ -191,14 +173,13 @@ def test_unacknowledged_messages_come_back_after_a_restart(
     mosquitto: Mosquitto, dev1: Publisher, store_config: SqliteStoreConfig, reader: TelemetryStore
 ) -> None:
     """Messages that arrived while the gateway was away are delivered from its session."""
-    config = gateway_config(mosquitto, store_config)
-    first = GatewayWorker(config, client_id="gw-test")
+    first = gateway_worker(mosquitto, store_config)
     first.start()
     assert first.consumer.wait_ready(10)
     first.stop()  # the session (with its subscription) stays at the broker
     for seq in range(1, 101):
         dev1.publish(TOPIC, reading(seq, 20.0 + seq / 10))
-    second = GatewayWorker(config, client_id="gw-test")
+    second = gateway_worker(mosquitto, store_config)
     second.start()
     try:
         wait_until(lambda: len(stored(reader)) == 100, what="the 100 readings queued while away")
@@ -224,7 +205,7 @@ def test_points_the_store_rejects_are_dead_lettered_one_by_one(
             )
         ]
     )
-    gateway = GatewayWorker(gateway_config(mosquitto, store_config), client_id="gw-test")
+    gateway = gateway_worker(mosquitto, store_config)
     gateway.start()
     assert gateway.consumer.wait_ready(10)
     try:

@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts import TemperatureBody, encode, make_envelope
-from gateway.config import BrokerConfig, GatewayConfig, IngestConfig
 from gateway.convert import TEMPERATURE
 from gateway.service import GatewayWorker
 from gateway.telemetry import TelemetryStore, open_store
 from gateway.telemetry.config import InfluxStoreConfig
 from postedge.localservers import Influxd, Mosquitto
-from tests.conftest import GATEWAY_PASSWORD, GATEWAY_USER, device_password
-from tests.helpers import Publisher, wait_until
+from tests.conftest import device_password
+from tests.helpers import Publisher, gateway_worker, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,18 +37,9 @@ def reading(seq: int) -> bytes:
 
 
 def worker(broker: Mosquitto, store: InfluxStoreConfig) -> GatewayWorker:
-    config = GatewayConfig(
-        broker=BrokerConfig(
-            host=broker.host,
-            port=broker.port,
-            username=GATEWAY_USER,
-            password=GATEWAY_PASSWORD,
-            client_id="gw-durable",
-        ),
-        store=store,
-        ingest=IngestConfig(batch_max=20, batch_wait_ms=5, retry_initial_s=0.05, retry_max_s=0.5),
+    return gateway_worker(
+        broker, store, client_id="gw-durable", batch_max=20, retry_initial_s=0.05, retry_max_s=0.5
     )
-    return GatewayWorker(config, client_id="gw-durable")
 
 
 @pytest.fixture
