@@ -122,6 +122,16 @@ class Ingestor:
             return _Entry(message, to_points(accept(message)))
         except ContractError as exc:
             return self._dead_entry(message, exc.reason, str(exc), received_ns)
+        except Exception as exc:  # a bug met by one message must not stop the others
+            # Type only: an exception's text may quote the payload, which may be personal.
+            log.error(
+                "%s: unexpected %s on a message from %s; dead-lettered",
+                self._name,
+                type(exc).__name__,
+                message.topic[:200],
+            )
+            log.debug("traceback", exc_info=True)
+            return self._dead_entry(message, "internal", type(exc).__name__, received_ns)
 
     @staticmethod
     def _dead_entry(message: Inbound, reason: str, error: str, received_ns: int) -> _Entry:

@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -36,17 +37,30 @@ class GatewayWorker:
         self.ingestor = Ingestor(self.consumer, self.store, config.ingest, client_id)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
 
     def start(self) -> None:
         self.store.open()
         self.consumer.start()
         self._thread = threading.Thread(
-            target=self.ingestor.run,
-            args=(self._stop,),
-            name=f"{self.client_id}-ingest",
-            daemon=True,
+            target=self._ingest, name=f"{self.client_id}-ingest", daemon=True
         )
         self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until a stop was requested or the ingest loop failed."""
+        return self._stop.wait(timeout)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _ingest(self) -> None:
+        try:
+            self.ingestor.run(self._stop)
+        except Exception as exc:  # a bug, not input: stop this worker loudly, not silently
+            log.exception("%s: ingest loop failed; stopping", self.client_id)
+            self.failure = exc
+            self._stop.set()
 
     def stop(self) -> None:
         """Finish the batch in hand, disconnect; unacknowledged messages stay at the broker."""
@@ -76,8 +90,7 @@ def run_gateway(config: GatewayConfig, setup_logging: Callable[[], None] | None 
     """
     ids = worker_ids(config)
     if len(ids) == 1:
-        _run_worker(config, ids[0], None)
-        return 0
+        return _run_worker(config, ids[0], None)
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=_run_worker, args=(config, client_id, setup_logging), name=client_id)
@@ -117,16 +130,22 @@ def run_gateway(config: GatewayConfig, setup_logging: Callable[[], None] | None 
 
 def _run_worker(
     config: GatewayConfig, client_id: str, setup_logging: Callable[[], None] | None
-) -> None:
-    """A worker's life: start, wait for SIGINT or SIGTERM, stop cleanly."""
+) -> int:
+    """A worker's life: start, wait for SIGINT, SIGTERM or a failure, stop cleanly.
+
+    Returns the exit status; in a child process, a failure ends the process with it.
+    """
     if setup_logging is not None:
         setup_logging()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
     worker = GatewayWorker(config, client_id=client_id)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: worker.request_stop())
     worker.start()
     try:
-        stop.wait()
+        worker.wait()
     finally:
         worker.stop()
+    status = 1 if worker.failure is not None else 0
+    if status and multiprocessing.parent_process() is not None:
+        sys.exit(status)
+    return status

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,12 +15,16 @@ from pathlib import Path
 import pytest
 
 from contracts import StatusBody, TemperatureBody, encode, make_envelope
+from gateway.config import BrokerConfig
+from gateway.consumer import create_session
 from gateway.convert import DEADLETTER, DEVICE_STATUS, TEMPERATURE
 from gateway.service import GatewayWorker
 from gateway.telemetry import TelemetryStore, open_store
 from gateway.telemetry.config import SqliteStoreConfig
 from postedge.localservers import Mosquitto
 from tests.conftest import (
+    GATEWAY_PASSWORD,
+    GATEWAY_USER,
     OBSERVER_PASSWORD,
     OBSERVER_USER,
     device_password,
@@ -231,3 +239,42 @@ def test_points_the_store_rejects_are_dead_lettered_one_by_one(
     assert gateway.ingestor.stats.deadletters["store"] == 2
     assert gateway.ingestor.stats.stored == 1
     assert stored(reader) == []
+
+
+def test_two_worker_processes_share_the_stream_and_stop_cleanly(
+    tmp_path: Path, mosquitto: Mosquitto, reader: TelemetryStore, dev1: Publisher
+) -> None:
+    """postedge gateway run --workers 2: both sessions take part, nothing is lost."""
+    broker = BrokerConfig(
+        host=mosquitto.host, port=mosquitto.port, username=GATEWAY_USER, password=GATEWAY_PASSWORD
+    )
+    for client_id in ("gw-multi-0", "gw-multi-1"):
+        create_session(broker, client_id=client_id)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[broker]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
+        f'username = "{GATEWAY_USER}"\npassword = "{GATEWAY_PASSWORD}"\nclient_id = "gw-multi"\n\n'
+        f'[store]\nkind = "sqlite"\npath = "telemetry.sqlite"\n\n[ingest]\nbatch_wait_ms = 5\n'
+    )
+    for seq in range(1, 201):
+        dev1.publish(TOPIC, reading(seq, seq / 8))
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "postedge.cli", "gateway", "run", str(config), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: len(stored(reader)) == 200, timeout=30, what="200 readings")
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        output = gateway.communicate(timeout=30)[0]
+    assert gateway.returncode == 0, output
+    assert [value for _, value in stored(reader)] == [seq / 8 for seq in range(1, 201)]
+    processed = {
+        worker: int(count)
+        for worker, count in re.findall(r"(gw-multi-\d): stopped; processed (\d+)", output)
+    }
+    assert set(processed) == {"gw-multi-0", "gw-multi-1"}
+    assert all(processed.values()), processed  # the backlog was shared, not taken by one
+    assert sum(processed.values()) == 200
