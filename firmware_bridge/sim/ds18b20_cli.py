@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import math
-import signal
-import sys
-from pathlib import Path
 
-from contracts.configfile import ConfigFileError
 from firmware_bridge.sim.ds18b20 import Ds18b20Scenario, Ds18b20Simulator, load_scenario
+from firmware_bridge.sim.runner import add_link_options, run_command, wait_until_stopped
 
 _DESCRIPTION = """\
 Simulate DS18B20 temperature sensors on a Linux 1-wire bus, as files laid out like
@@ -59,57 +54,27 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--scenario",
-        type=Path,
-        metavar="FILE",
-        help="scenario file (TOML) with sensors, scenarios and faults (default: built in)",
-    )
-    parser.add_argument(
-        "--link",
-        type=Path,
-        metavar="PATH",
-        help="also make PATH a symlink to the directory, a stable base to configure",
-    )
-    parser.add_argument(
-        "--duration",
-        type=_positive,
-        metavar="S",
-        help="stop after S seconds (default: run until interrupted)",
+    add_link_options(
+        parser,
+        scenario_help="scenario file (TOML) with sensors, scenarios and faults (default: built in)",
+        link_help="also make PATH a symlink to the directory, a stable base to configure",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run until interrupted or ``--duration`` ends; 0 on a clean stop, 2 on a bad scenario."""
-    try:
-        scenario = DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario)
-    except ConfigFileError as exc:
-        print(f"postedge sim ds18b20: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_serve(scenario, args.link, args.duration))
-    except OSError as exc:
-        print(f"postedge sim ds18b20: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(
+        "ds18b20",
+        lambda: DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario),
+        lambda scenario, stop: _serve(scenario, args, stop),
+    )
 
 
-async def _serve(scenario: Ds18b20Scenario, link: Path | None, duration: float | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+async def _serve(scenario: Ds18b20Scenario, args: argparse.Namespace, stop: asyncio.Event) -> None:
+    link = args.link
     simulator = Ds18b20Simulator(scenario.to_sensors(), link=link, refresh_s=scenario.refresh_s)
     async with simulator:
         print(link if link is not None else simulator.base)
         print(" ".join(sensor.sensor_id for sensor in simulator.sensors), flush=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=duration)
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number more than 0, not {text}")
-    return value
+        await wait_until_stopped(stop, args.duration)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import math
-import signal
 import sys
-from pathlib import Path
 
-from contracts.configfile import ConfigFileError
-from firmware_bridge.sim.lockboard import DEFAULT_SCENARIO, LockboardSim, load_scenario
+from firmware_bridge.sim.lockboard import (
+    DEFAULT_SCENARIO,
+    LockboardScenario,
+    LockboardSim,
+    load_scenario,
+)
+from firmware_bridge.sim.runner import add_link_options, run_command, wait_until_stopped
 
 _DESCRIPTION = """\
 Simulate parcel-locker lock boards on one RS-485 bus, over a pseudo-terminal.
@@ -46,62 +47,30 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--scenario",
-        type=Path,
-        metavar="FILE",
-        help="scenario file (TOML): boards, actions over time, faults "
+    add_link_options(
+        parser,
+        scenario_help="scenario file (TOML): boards, actions over time, faults "
         "(default: the built-in two-board scenario)",
-    )
-    parser.add_argument(
-        "--link",
-        type=Path,
-        metavar="PATH",
-        help="also make PATH a symlink to the port, a stable name that survives unplug/replug",
-    )
-    parser.add_argument(
-        "--duration",
-        type=_positive,
-        metavar="S",
-        help="stop after S seconds (default: run until interrupted)",
+        link_help="also make PATH a symlink to the port, a stable name that survives unplug/replug",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted or ``--duration`` ends; 0 on a clean stop."""
-    try:
-        scenario = DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario)
-    except ConfigFileError as exc:
-        print(f"postedge sim lockboard: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_serve(LockboardSim(scenario, link=args.link), args))
-    except OSError as exc:
-        print(f"postedge sim lockboard: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(
+        "lockboard",
+        lambda: DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario),
+        lambda scenario, stop: _serve(scenario, args, stop),
+    )
 
 
-async def _serve(simulator: LockboardSim, args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    async with simulator:
+async def _serve(
+    scenario: LockboardScenario, args: argparse.Namespace, stop: asyncio.Event
+) -> None:
+    async with LockboardSim(scenario, link=args.link) as simulator:
         print(simulator.device_path, flush=True)
         for board in simulator.scenario.boards:
             print(board.describe())
         sys.stdout.flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=args.duration)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, not {text}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
+        await wait_until_stopped(stop, args.duration)

@@ -15,17 +15,17 @@ import argparse
 import asyncio
 import contextlib
 import math
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.configfile import ConfigFileError, load_toml_model
+from contracts.configfile import load_toml_model
 from firmware_bridge.probes.modbus import Table
 from firmware_bridge.sim.faults import LineFaultsConfig
 from firmware_bridge.sim.probe import SCENARIO_KINDS, ProbeSimulator, SimulatedProbe
+from firmware_bridge.sim.runner import add_link_options, run_command, wait_until_stopped
 from firmware_bridge.sim.sensor_faults import (
     Schedule,
     ScheduleConfig,
@@ -72,23 +72,9 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--scenario",
-        type=Path,
-        metavar="FILE",
-        help="scenario file (TOML): probes, scenarios, sensor and line faults, unplugging",
-    )
-    parser.add_argument(
-        "--link",
-        type=Path,
-        metavar="PATH",
-        help="also make PATH a symlink to the port, a stable name to configure",
-    )
-    parser.add_argument(
-        "--duration",
-        type=_positive,
-        metavar="S",
-        help="stop after S seconds (default: run until interrupted)",
+    add_link_options(
+        parser,
+        scenario_help="scenario file (TOML): probes, scenarios, sensor and line faults, unplugging",
     )
     _add_quick_options(parser.add_argument_group("quick options (without --scenario)"))
     parser.set_defaults(func=run)
@@ -123,19 +109,11 @@ def run(args: argparse.Namespace) -> int:
         options = ", ".join("--" + name.replace("_", "-") for name in given)
         print(f"postedge sim probe: {options} cannot be combined with --scenario", file=sys.stderr)
         return 2
-    try:
-        scenario = (
-            scenario_from_args(args) if args.scenario is None else load_scenario(args.scenario)
-        )
-    except ConfigFileError as exc:
-        print(f"postedge sim probe: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_serve(scenario, args.link, args.duration))
-    except OSError as exc:
-        print(f"postedge sim probe: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(
+        "probe",
+        lambda: scenario_from_args(args) if args.scenario is None else load_scenario(args.scenario),
+        lambda scenario, stop: _serve(scenario, args, stop),
+    )
 
 
 def probes_from_args(args: argparse.Namespace) -> list[SimulatedProbe]:
@@ -249,21 +227,16 @@ def describe(probes: list[SimulatedProbe]) -> str:
     return "; ".join(f"unit {probe.unit}: {probe.register_map()}" for probe in probes)
 
 
-async def _serve(scenario: ProbeBusScenario, link: Path | None, duration: float | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+async def _serve(scenario: ProbeBusScenario, args: argparse.Namespace, stop: asyncio.Event) -> None:
+    link = args.link
     async with scenario.simulator(link) as simulator:
         print(link if link is not None else simulator.device_path)
         print(describe(list(simulator.probes)), flush=True)
         unplugging = None
         if scenario.unplug is not None:
             schedule = scenario.unplug.to_schedule()
-            unplugging = loop.create_task(_follow_unplug_schedule(simulator, schedule, stop))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=duration)
-        stop.set()
+            unplugging = asyncio.create_task(_follow_unplug_schedule(simulator, schedule, stop))
+        await wait_until_stopped(stop, args.duration)
         if unplugging is not None:
             await unplugging
 
@@ -295,13 +268,6 @@ def _non_negative(text: str) -> float:
     value = _finite(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
     return value
 
 

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
-import sys
-from pathlib import Path
 
-from contracts.configfile import ConfigFileError
+from firmware_bridge.sim.runner import add_link_options, run_command, wait_until_stopped
 from firmware_bridge.sim.scanner import (
     DEFAULT_SCENARIO,
     ScannerScenario,
@@ -47,59 +43,25 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--scenario",
-        type=Path,
-        metavar="FILE",
-        help="scenario file (TOML) with codes, mode, suffix and faults (default: built in)",
-    )
-    parser.add_argument(
-        "--link",
-        type=Path,
-        metavar="PATH",
-        help="also make PATH a symlink to the port, a stable name to configure",
-    )
-    parser.add_argument(
-        "--duration",
-        type=_positive,
-        metavar="S",
-        help="stop after S seconds (default: run until interrupted)",
+    add_link_options(
+        parser,
+        scenario_help="scenario file (TOML) with codes, mode, suffix and faults "
+        "(default: built in)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run until interrupted or ``--duration`` ends; 0 on a clean stop, 2 on a bad scenario."""
-    try:
-        scenario = DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario)
-    except ConfigFileError as exc:
-        print(f"postedge sim scanner: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_serve(scenario, args.link, args.duration))
-    except OSError as exc:
-        print(f"postedge sim scanner: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(
+        "scanner",
+        lambda: DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario),
+        lambda scenario, stop: _serve(scenario, args, stop),
+    )
 
 
-async def _serve(scenario: ScannerScenario, link: Path | None, duration: float | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    async with ScannerSimulator(scenario, link=link) as simulator:
+async def _serve(scenario: ScannerScenario, args: argparse.Namespace, stop: asyncio.Event) -> None:
+    async with ScannerSimulator(scenario, link=args.link) as simulator:
         print(simulator.device_path)
         print(f"scanner: {scenario.describe()}", flush=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=duration)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, not {text}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
+        await wait_until_stopped(stop, args.duration)

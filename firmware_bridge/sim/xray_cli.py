@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import math
-import signal
-import sys
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.configfile import ConfigFileError, load_toml_model
 from firmware_bridge.sim.faults import LineFaultsConfig
+from firmware_bridge.sim.runner import add_listen_options, run_command, wait_until_stopped
 from firmware_bridge.sim.xray import (
     DEFAULT_SCENARIO,
     SimRecord,
@@ -94,48 +91,24 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--scenario",
-        type=Path,
-        metavar="FILE",
-        help="scenario file (TOML: [machine], [[records]], [faults]); "
+    add_listen_options(
+        parser,
+        scenario_help="scenario file (TOML: [machine], [[records]], [faults]); "
         "example: firmware_bridge/sim/scenarios/xray.toml",
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--port",
-        type=_port,
-        default=0,
-        metavar="N",
-        help="TCP port to listen on; 0 picks a free one (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--duration",
-        type=_positive,
-        metavar="S",
-        help="stop after S seconds (default: run until interrupted)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted or ``--duration`` ends; 0 on a clean stop."""
-    try:
-        scenario = DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario)
-        asyncio.run(_serve(scenario, args))
-    except (ConfigFileError, OSError) as exc:
-        print(f"postedge sim xray: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(
+        "xray",
+        lambda: DEFAULT_SCENARIO if args.scenario is None else load_scenario(args.scenario),
+        lambda scenario, stop: _serve(scenario, args, stop),
+    )
 
 
-async def _serve(scenario: XrayScenario, args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+async def _serve(scenario: XrayScenario, args: argparse.Namespace, stop: asyncio.Event) -> None:
     async with XraySimulator(scenario, host=args.host, port=args.port) as simulator:
         host, port = simulator.address
         last = max(record.at_s for record in scenario.records)
@@ -145,23 +118,8 @@ async def _serve(scenario: XrayScenario, args: argparse.Namespace) -> None:
             f"heartbeat every {scenario.heartbeat_s:g} s",
             flush=True,
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=args.duration)
+        await wait_until_stopped(stop, args.duration)
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number more than 0, not {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0..65535, not {text}")
-    return value
