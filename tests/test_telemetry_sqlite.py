@@ -114,3 +114,28 @@ def test_sqlite_bad_paths_are_store_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.sqlite").write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="not a database"):
         SqliteTelemetryStore(tmp_path / "junk.sqlite").open()
+
+
+def _open_fresh_files_in_step(paths: list[str], barrier: Any) -> None:
+    for path in paths:
+        barrier.wait(10)
+        store = SqliteTelemetryStore(Path(path))
+        store.open()  # races the other process creating the same new file
+        store.write([pt(T0, seq=1)])
+        store.close()
+
+
+def test_two_processes_creating_the_same_new_file_both_succeed(tmp_path: Path) -> None:
+    """Gateway workers start together on a new file: WAL switch and schema race."""
+    paths = [str(tmp_path / f"t{round_}.sqlite") for round_ in range(60)]
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    workers = [
+        context.Process(target=_open_fresh_files_in_step, args=(paths, barrier)) for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+        worker.close()

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -173,11 +175,30 @@ class SqliteTelemetryStore:
         pool = _Pool(self._connect)
         try:
             with pool.connection() as conn, self._errors():
-                self._create_schema(conn)
+                self._create_schema_waiting(conn)
         except BaseException:
             pool.close()
             raise
         self._pool = pool
+
+    def _create_schema_waiting(self, conn: sqlite3.Connection) -> None:
+        """Create the schema, waiting out other processes doing the same.
+
+        Switching a new file to WAL and creating tables can fail with "database is
+        locked" at once, without SQLite's busy handler, when two processes (gateway
+        workers) open a new file together; so retry until ``busy_timeout_s`` is spent.
+        """
+        deadline = time.monotonic() + max(self.busy_timeout_s, 1.0)
+        pause = 0.005
+        while True:
+            try:
+                self._create_schema(conn)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(random.uniform(pause, 2 * pause))  # backoff between attempts
+            pause = min(pause * 2, 0.1)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
