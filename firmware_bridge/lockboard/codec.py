@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Final, Protocol
 
+from firmware_bridge.checks import check_int
 from firmware_bridge.codec import Decoded
 
 MAX_LOCKS: Final = 24
@@ -39,14 +40,6 @@ ERR_FIELD: Final = "impossible field value"
 _STATES: Final = (0x00, 0x01, 0x10, 0x11)
 _REQUEST_STARTS: Final = frozenset((OPEN, DOOR, ITEMS))
 _REPLY_STARTS: Final = frozenset((OPEN, DOOR, ITEMS, REPORT))
-
-
-def check_int(name: str, value: object, low: int, high: int) -> None:
-    """Reject non-ints (bools too) and ints outside ``low..high``; shared by the lock modules."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, not {value}")
 
 
 def _check_locks(name: str, locks: object) -> None:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Final, Literal, Self
 
 from contracts import DoorBody
+from firmware_bridge.checks import check_int
 from firmware_bridge.codec import Decoded, FrameStream
 from firmware_bridge.errors import (
     BridgeError,
@@ -44,7 +45,6 @@ from firmware_bridge.lockboard.codec import (
     Reply,
     Request,
     answers,
-    check_int,
 )
 from firmware_bridge.serial_link import SerialLink
 

@@ -30,6 +30,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerRTU
 
 from contracts import TemperatureBody, validate_id
+from firmware_bridge.checks import check_int
 from firmware_bridge.errors import (
     BridgeError,
     DeviceProtocolError,
@@ -59,7 +60,7 @@ class RegisterSpec:
     signed: bool = True
 
     def __post_init__(self) -> None:
-        _check_int("register", self.register, 0, 0xFFFF)
+        check_int("register", self.register, 0, 0xFFFF)
         if self.table not in TABLES:
             raise ValueError(f"table must be one of {TABLES}, not {self.table!r}")
         if isinstance(self.scale, bool) or not isinstance(self.scale, int | float):
@@ -81,7 +82,7 @@ class ModbusProbeSpec:
 
     def __post_init__(self) -> None:
         validate_id(self.probe, "probe")
-        _check_int("unit", self.unit, 1, 247)  # 0 is broadcast, 248..255 are reserved
+        check_int("unit", self.unit, 1, 247)  # 0 is broadcast, 248..255 are reserved
         if not isinstance(self.temperature, RegisterSpec):
             raise TypeError("temperature must be a RegisterSpec")
         if self.humidity is None:
@@ -93,13 +94,6 @@ class ModbusProbeSpec:
             self.temperature.register,
         ):
             raise ValueError("temperature and humidity cannot share a register")
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, not {value}")
 
 
 def register_limits(spec: RegisterSpec) -> tuple[int, ...]:
@@ -149,8 +143,8 @@ class ModbusRtuBus:
     ) -> None:
         if not isinstance(port, str) or not port:
             raise ValueError("port must be a non-empty path")
-        _check_int("baudrate", baudrate, 1, 10_000_000)
-        _check_int("retries", retries, 0, 10)
+        check_int("baudrate", baudrate, 1, 10_000_000)
+        check_int("retries", retries, 0, 10)
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, not {timeout!r}")
         self._port = port

@@ -11,7 +11,6 @@ only for its own addresses, as boards on a shared bus do.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.configfile import ConfigFileError, load_toml_model
+from firmware_bridge.checks import check_int, check_seconds
 from firmware_bridge.codec import FrameStream
 from firmware_bridge.lockboard.codec import (
     MAX_LOCKS,
@@ -36,7 +36,6 @@ from firmware_bridge.lockboard.codec import (
     QueryDoors,
     Reply,
     Request,
-    check_int,
 )
 from firmware_bridge.sim.faults import NO_FAULTS, LineFaults, LineFaultsConfig
 from firmware_bridge.sim.serial_device import SerialDeviceSim
@@ -46,13 +45,6 @@ LineAction = Literal["unplug", "replug"]
 Action = SlotAction | LineAction
 SLOT_ACTIONS: tuple[SlotAction, ...] = get_args(SlotAction)
 ACTIONS: tuple[str, ...] = (*SLOT_ACTIONS, *get_args(LineAction))
-
-
-def _check_seconds(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and not negative, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -110,7 +102,7 @@ class SimAction:
     lock: int | None = None
 
     def __post_init__(self) -> None:
-        _check_seconds("at_s", self.at_s)
+        check_seconds("at_s", self.at_s)
         if self.action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, not {self.action!r}")
         needs_slot = self.action in SLOT_ACTIONS
@@ -137,7 +129,7 @@ class LockboardScenario:
         if len(set(addresses)) != len(addresses):
             raise ValueError(f"board addresses must be unique on a bus, got {addresses}")
         if self.close_after_s is not None:
-            _check_seconds("close_after_s", self.close_after_s)
+            check_seconds("close_after_s", self.close_after_s)
         if not isinstance(self.faults, LineFaults):
             raise TypeError("faults must be LineFaults")
         for action in self.actions:

@@ -17,7 +17,6 @@ of the server that injects the scenario's faults and can pull the cable.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from contracts import DivertBody, InductionBody
+from firmware_bridge.checks import check_seconds
 from firmware_bridge.sim.faults import NO_FAULTS, LineFaults
 from firmware_bridge.sim.tcp_faults import TcpFaultProxy, modbus_tcp_corruptor
 from firmware_bridge.sorter import registers as reg
@@ -52,7 +52,7 @@ class SimParcel:
     repeat_confirmation: bool = False
 
     def __post_init__(self) -> None:
-        _check_seconds("at_s", self.at_s)
+        check_seconds("at_s", self.at_s)
         # The mailbox checks what the register map can carry (a barcode of 40 at most).
         reg.InductionMailbox(1, self.body)
         if self.outcome is not None and self.outcome not in reg.OUTCOME_CODES:
@@ -94,16 +94,9 @@ class SorterScenario:
         if not all(1 <= chute <= self.chutes for chute in self.jammed_chutes):
             raise ValueError(f"jammed chutes must be in 1..{self.chutes}")
         for name in ("travel_s", "decision_timeout_s", "ack_timeout_s"):
-            _check_seconds(name, getattr(self, name), positive=name == "ack_timeout_s")
+            check_seconds(name, getattr(self, name), positive=name == "ack_timeout_s")
         if not isinstance(self.faults, LineFaults):
             raise TypeError("faults must be LineFaults")
-
-
-def _check_seconds(name: str, value: object, *, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be finite and {'more than' if positive else 'at least'} 0")
 
 
 DEFAULT_SCENARIO = SorterScenario(

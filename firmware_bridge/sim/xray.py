@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from contracts import XrayBody, utc_now
+from firmware_bridge.checks import check_seconds
 from firmware_bridge.codec import FrameStream
 from firmware_bridge.sim.faults import NO_FAULTS, FaultInjector, LineFaults
 from firmware_bridge.sim.tcp_faults import TcpFaultProxy
@@ -46,7 +46,7 @@ class SimRecord:
     image: str
 
     def __post_init__(self) -> None:
-        _check_seconds("at_s", self.at_s)
+        check_seconds("at_s", self.at_s)
         XrayRecord(1, 1, self.body(_EXAMPLE_TIME))  # checks every field, and no '|' in image
 
     def body(self, scanned_at: datetime) -> XrayBody:
@@ -76,16 +76,9 @@ class XrayScenario:
         if self.boot is not None:
             Heartbeat(self.boot)  # checks the range
         for name in ("heartbeat_s", "ack_timeout_s"):
-            _check_seconds(name, getattr(self, name), positive=True)
+            check_seconds(name, getattr(self, name), positive=True)
         if not isinstance(self.faults, LineFaults):
             raise TypeError("faults must be LineFaults")
-
-
-def _check_seconds(name: str, value: object, *, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be finite and {'more than' if positive else 'at least'} 0")
 
 
 DEFAULT_SCENARIO = XrayScenario(

@@ -19,6 +19,7 @@ from typing import Literal, NamedTuple
 from pydantic import ValidationError
 
 from contracts import DivertBody, InductionBody
+from firmware_bridge.checks import check_int
 
 # Offsets from the map's base address. One read of 0..CONFIRMATION_ACK gets every event.
 INDUCTION = 0
@@ -107,8 +108,8 @@ class DivertCommand:
 
     def __post_init__(self) -> None:
         _check_seq(self.seq)
-        _check_range("transaction", self.transaction, 0, 0xFFFFFFFF)
-        _check_range("chute", self.chute, 0, 0xFFFF)
+        check_int("transaction", self.transaction, 0, 0xFFFFFFFF)
+        check_int("chute", self.chute, 0, 0xFFFF)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class CommandStatus:
     result: CommandResult
 
     def __post_init__(self) -> None:
-        _check_range("ack", self.ack, 0, 0xFFFF)
+        check_int("ack", self.ack, 0, 0xFFFF)
         if not isinstance(self.result, CommandResult):
             raise TypeError("result must be a CommandResult")
 
@@ -279,14 +280,7 @@ def _barcode_bytes(barcode: str) -> bytes:
 
 
 def _check_seq(seq: int) -> None:
-    _check_range("seq", seq, 1, 0xFFFF)
-
-
-def _check_range(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, not {value}")
+    check_int("seq", seq, 1, 0xFFFF)
 
 
 def _first_problem(exc: ValidationError) -> str:
