@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -109,7 +111,6 @@ class BackgroundLoop:
     """An asyncio loop on its own thread, for async simulators beside synchronous tests."""
 
     def __init__(self) -> None:
-        import asyncio
 
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -119,7 +120,6 @@ class BackgroundLoop:
         return self
 
     def run(self, coroutine: Any, timeout: float = 30.0) -> Any:
-        import asyncio
 
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
@@ -148,3 +148,30 @@ def gateway_worker(
         ingest=IngestConfig(**{"batch_wait_ms": 5, **ingest}),
     )
     return GatewayWorker(config, client_id=client_id)
+
+
+SIM_CLI = (sys.executable, "-m", "postedge.cli", "sim")
+"""``postedge sim`` as a user runs it; append the kind and its options."""
+
+
+def run_async(coroutine: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
+    """Run a test's coroutine on a fresh loop, bounded so a hang fails instead of stalling."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coroutine, timeout=timeout)
+
+    return asyncio.run(bounded())
+
+
+class FakeClock:
+    """A monotonic clock a test moves by hand, for scenarios that depend on time."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.start = start
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def at(self, elapsed_s: float) -> None:
+        self.now = self.start + elapsed_s

@@ -10,8 +10,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +20,7 @@ from firmware_bridge.errors import DeviceProtocolError, DeviceTimeout, DeviceUna
 from firmware_bridge.probes.ds18b20 import Ds18b20, encode_w1_slave, parse_w1_slave, sensor_ids
 from firmware_bridge.sim.ds18b20 import Ds18b20Simulator, SimulatedDs18b20, W1Fault, reading_file
 from firmware_bridge.sim.sensor_faults import Scenario, Schedule, SensorFault
+from tests.helpers import SIM_CLI, FakeClock, run_async
 
 pytestmark = pytest.mark.hil
 
@@ -30,24 +29,6 @@ START = 500.0
 SENSOR = "28-0316a2795eff"
 OTHER = "28-0416b3e58aff"
 DRIVER_LOG = "firmware_bridge.probes.ds18b20"
-
-
-def run(coro: Awaitable[T]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout=15)
-
-    return asyncio.run(bounded())
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def at(self, elapsed_s: float) -> None:
-        self.now = START + elapsed_s
 
 
 def expected(scenario: Scenario, elapsed_s: float) -> float:
@@ -71,7 +52,7 @@ def test_readings_follow_each_sensors_scenario(tmp_path: Path) -> None:
     chilled = Scenario.drift(3.0, 6.0, noise=0.3, seed=4)
     frozen = Scenario.excursion(-18.0, -9.0, start_s=10, ramp_s=10, hold_s=10)
     sims = [SimulatedDs18b20(SENSOR, chilled), SimulatedDs18b20(OTHER, frozen)]
-    clock = FakeClock()
+    clock = FakeClock(START)
     times = (0, 15, 25, 47.5)
 
     async def body() -> tuple[list[float], list[float], list[str]]:
@@ -87,7 +68,7 @@ def test_readings_follow_each_sensors_scenario(tmp_path: Path) -> None:
             assert (await a.read()).probe == "locker-3"
         return first, second, ids
 
-    first, second, ids = run(body())
+    first, second, ids = run_async(body())
     assert ids == [SENSOR, OTHER]
     assert first == [expected(chilled, t) for t in times]
     assert second == [-18.0, -13.5, -9.0, -18.0]
@@ -109,7 +90,7 @@ def test_wire_faults_are_counted_logged_once_and_never_readings(
     error, counter, match = WIRE_FAULTS[kind]
     scenario = Scenario.drift(4.0, 3.0)
     fault = W1Fault(kind, Schedule(start_s=10, duration_s=10))  # type: ignore[arg-type]
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> list[float]:
         async with Ds18b20Simulator(
@@ -126,7 +107,7 @@ def test_wire_faults_are_counted_logged_once_and_never_readings(
         return good
 
     with caplog.at_level(logging.INFO, logger=DRIVER_LOG):
-        assert run(body()) == [expected(scenario, 0), expected(scenario, 20)]
+        assert run_async(body()) == [expected(scenario, 0), expected(scenario, 20)]
     messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == DRIVER_LOG]
     assert len(messages) == 2, messages
     assert messages[0][0] == "WARNING"
@@ -142,7 +123,7 @@ def test_stuck_and_spiking_values_inside_the_range_are_passed_on() -> None:
         SensorFault("stuck", Schedule(start_s=10, duration_s=20)),
         SensorFault("spike", Schedule(start_s=40, duration_s=1), delta=25.0),
     )
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> list[float]:
         sensors = [SimulatedDs18b20(SENSOR, scenario, faults=faults)]
@@ -150,7 +131,7 @@ def test_stuck_and_spiking_values_inside_the_range_are_passed_on() -> None:
             sensor = Ds18b20(SENSOR, base=sim.base)
             return [(await read_at(sim, clock, sensor, t)).celsius for t in (5, 10, 20, 29, 40, 41)]
 
-    assert run(body()) == [
+    assert run_async(body()) == [
         expected(scenario, 5),
         expected(scenario, 10),
         expected(scenario, 10),
@@ -163,7 +144,7 @@ def test_stuck_and_spiking_values_inside_the_range_are_passed_on() -> None:
 @pytest.mark.parametrize("celsius", [300.0, -90.0])
 def test_out_of_range_values_are_implausible_never_readings(celsius: float) -> None:
     fault = SensorFault("out_of_range", Schedule(start_s=5, duration_s=5), value=celsius)
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> Ds18b20:
         sensors = [SimulatedDs18b20(SENSOR, Scenario.steady(4.0), faults=(fault,))]
@@ -175,12 +156,12 @@ def test_out_of_range_values_are_implausible_never_readings(celsius: float) -> N
             assert (await read_at(sim, clock, sensor, 10)).celsius == 4.0
             return sensor
 
-    assert run(body()).stats == {"implausible": 2, "readings": 1}
+    assert run_async(body()).stats == {"implausible": 2, "readings": 1}
 
 
 def test_a_silent_sensor_vanishes_and_comes_back(tmp_path: Path) -> None:
     fault = SensorFault("silent", Schedule(start_s=5, duration_s=5))
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> Ds18b20:
         sensors = [
@@ -197,7 +178,7 @@ def test_a_silent_sensor_vanishes_and_comes_back(tmp_path: Path) -> None:
             assert sensor_ids(sim.base) == [SENSOR, OTHER]
             return sensor
 
-    assert run(body()).stats == {"readings": 2, "unavailable": 1}
+    assert run_async(body()).stats == {"readings": 2, "unavailable": 1}
 
 
 def test_a_read_the_kernel_holds_too_long_times_out(tmp_path: Path) -> None:
@@ -216,7 +197,7 @@ def test_a_read_the_kernel_holds_too_long_times_out(tmp_path: Path) -> None:
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         return sensor
 
-    assert run(body()).stats == {"timeouts": 1}
+    assert run_async(body()).stats == {"timeouts": 1}
 
 
 def test_atomic_rewrites_never_show_a_torn_file() -> None:
@@ -231,17 +212,7 @@ def test_atomic_rewrites_never_show_a_torn_file() -> None:
                 assert -55 <= (await sensor.read()).celsius <= 125
             return sensor
 
-    assert run(body()).stats == {"readings": 150}
-
-
-CLI = """
-import argparse, sys
-from firmware_bridge.sim import ds18b20_cli
-parser = argparse.ArgumentParser(prog="postedge sim")
-ds18b20_cli.add_command(parser.add_subparsers(required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
+    assert run_async(body()).stats == {"readings": 150}
 
 
 def test_simulator_cli_serves_a_directory_a_driver_reads_and_stops_cleanly(tmp_path: Path) -> None:
@@ -253,7 +224,7 @@ def test_simulator_cli_serves_a_directory_a_driver_reads_and_stops_cleanly(tmp_p
 
     async def body() -> tuple[list[str], TemperatureBody, int, bytes]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLI, "ds18b20", "--scenario", str(scenario),
+            *SIM_CLI, "ds18b20", "--scenario", str(scenario),
             "--link", str(link), "--duration", "30",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -268,7 +239,7 @@ def test_simulator_cli_serves_a_directory_a_driver_reads_and_stops_cleanly(tmp_p
         assert process.returncode is not None
         return lines, reading, process.returncode, stderr
 
-    lines, reading, returncode, stderr = run(body())
+    lines, reading, returncode, stderr = run_async(body())
     assert lines == [str(link), SENSOR]
     assert reading == TemperatureBody(probe=SENSOR, celsius=-18.25)
     assert returncode == 0, stderr.decode()
@@ -281,7 +252,7 @@ def test_simulator_cli_reports_a_bad_scenario_with_exit_2(tmp_path: Path) -> Non
 
     async def body() -> tuple[int, bytes]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLI, "ds18b20", "--scenario", str(scenario),
+            *SIM_CLI, "ds18b20", "--scenario", str(scenario),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -289,6 +260,6 @@ def test_simulator_cli_reports_a_bad_scenario_with_exit_2(tmp_path: Path) -> Non
         assert process.returncode is not None
         return process.returncode, stderr
 
-    returncode, stderr = run(body())
+    returncode, stderr = run_async(body())
     assert returncode == 2
     assert f"{scenario}: sensors: List should have at least 1 item" in stderr.decode()

@@ -10,8 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
-import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,6 +35,7 @@ from firmware_bridge.sim.idcard import (
     SimulatedAnswer,
     flip_middle_bit,
 )
+from tests.helpers import SIM_CLI, run_async
 
 pytestmark = pytest.mark.hil
 
@@ -68,15 +68,6 @@ def no_personal_data_anywhere(caplog: pytest.LogCaptureFixture) -> Iterator[None
     texts = [caplog.text, *(f"{e!s} {e!r} {e.__cause__!r}" for e in errors_seen)]
     leaks = [value for value in PERSONAL for text in texts if value in text]
     assert leaks == []
-
-
-def run(coro: Awaitable[T]) -> T:
-    """Run one test's coroutine on a fresh loop, bounded so a hang fails instead of stalling."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout=15)
-
-    return asyncio.run(bounded())
 
 
 async def read_error(reader: IdCardReader, timeout: float = 0.1) -> BridgeError:
@@ -136,7 +127,7 @@ def test_reads_follow_the_scenario_card_none_and_reader_error() -> None:
             stats = reader.stats
             assert (stats.cards, stats.no_card, stats.reader_errors) == (3, 1, 1)
 
-    run(body())
+    run_async(body())
 
 
 def test_a_timeline_shows_the_card_while_it_lies_on_the_reader() -> None:
@@ -156,7 +147,7 @@ def test_a_timeline_shows_the_card_while_it_lies_on_the_reader() -> None:
                 seen.append(await reader.read_card())
             return seen
 
-    assert run(body()) == [None, None, OTHER, OTHER, OTHER]
+    assert run_async(body()) == [None, None, OTHER, OTHER, OTHER]
 
 
 def test_drop_a_lost_answer_times_out_is_logged_once_and_the_next_read_works(
@@ -175,7 +166,7 @@ def test_drop_a_lost_answer_times_out_is_logged_once_and_the_next_read_works(
             assert reader.stats.timeouts == 2
             assert warnings(caplog, "no answer within 0.1 s") == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_drop_one_lost_answer_is_recovered_by_a_retry() -> None:
@@ -190,7 +181,7 @@ def test_drop_one_lost_answer_is_recovered_by_a_retry() -> None:
             assert await reader.read_card(0.1) is None  # the retry's answer: step two
             assert reader.stats.timeouts == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_corrupt_answers_are_bad_checksums_never_values(caplog: pytest.LogCaptureFixture) -> None:
@@ -210,7 +201,7 @@ def test_corrupt_answers_are_bad_checksums_never_values(caplog: pytest.LogCaptur
             assert reader.stats.garbled == 3
             assert warnings(caplog, "garbled") == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_corrupt_one_damaged_answer_is_recovered_by_a_retry() -> None:
@@ -225,7 +216,7 @@ def test_corrupt_one_damaged_answer_is_recovered_by_a_retry() -> None:
             assert await reader.read_card(0.2) == OTHER
             assert reader.stats.bad_checksum >= 1
 
-    run(body())
+    run_async(body())
 
 
 def test_garbage_before_answers_is_skipped_and_every_read_succeeds() -> None:
@@ -239,7 +230,7 @@ def test_garbage_before_answers_is_skipped_and_every_read_succeeds() -> None:
             assert results == [SAMPLE_IDENTITY, None] * 5
             assert reader.stats.skipped >= 10
 
-    run(body())
+    run_async(body())
 
 
 def test_stall_a_late_answer_to_an_earlier_read_is_never_taken_for_this_one(
@@ -267,7 +258,7 @@ def test_stall_a_late_answer_to_an_earlier_read_is_never_taken_for_this_one(
             assert reader.stats.stale == 1
             assert warnings(caplog, "answer to an earlier read ignored") == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_duplicated_answers_are_counted_and_ignored() -> None:
@@ -281,7 +272,7 @@ def test_duplicated_answers_are_counted_and_ignored() -> None:
             assert results == [SAMPLE_IDENTITY, None, SAMPLE_IDENTITY, None]
             assert reader.stats.stale >= 3
 
-    run(body())
+    run_async(body())
 
 
 def test_an_invalid_record_is_a_protocol_error_naming_fields_only(
@@ -306,7 +297,7 @@ def test_an_invalid_record_is_a_protocol_error_naming_fields_only(
             assert reader.stats.invalid == 1
             assert warnings(caplog, "fail validation: id_number") == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_unplug_is_reported_and_reads_work_again_after_replug(tmp_path: Path) -> None:
@@ -323,7 +314,7 @@ def test_unplug_is_reported_and_reads_work_again_after_replug(tmp_path: Path) ->
             assert await reader.read_card(2.0) == SAMPLE_IDENTITY
             assert reader.stats.unavailable == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_a_mixed_faulty_line_never_yields_a_wrong_identity() -> None:
@@ -349,23 +340,13 @@ def test_a_mixed_faulty_line_never_yields_a_wrong_identity() -> None:
                 good += 1
             return good
 
-    assert run(body()) >= 15
-
-
-CLI = """
-import argparse, sys
-from firmware_bridge.sim import idcard_cli
-parser = argparse.ArgumentParser(prog="postedge sim")
-idcard_cli.add_command(parser.add_subparsers(required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
+    assert run_async(body()) >= 15
 
 
 def test_cli_prints_a_port_a_driver_reads_the_sample_card_from_and_stops_cleanly() -> None:
     async def body() -> tuple[list[str], IdentityRead | None, int, bytes]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLI, "idcard", "--duration", "10",
+            *SIM_CLI, "idcard", "--duration", "10",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -380,7 +361,7 @@ def test_cli_prints_a_port_a_driver_reads_the_sample_card_from_and_stops_cleanly
         assert process.returncode is not None
         return lines, identity, process.returncode, stderr
 
-    lines, identity, returncode, stderr = run(body())
+    lines, identity, returncode, stderr = run_async(body())
     assert lines[0].startswith("/dev/pts/")
     assert lines[1] == "idcard: per_read, 2 steps (card, none)"
     assert identity == SAMPLE_IDENTITY

@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +32,7 @@ from firmware_bridge.nullmodem import Direction
 from firmware_bridge.serial_link import SerialLink
 from firmware_bridge.sim.faults import NO_FAULTS, LineFaults
 from firmware_bridge.sim.lockboard import LockboardScenario, LockboardSim, SimAction, SimBoard
+from tests.helpers import SIM_CLI, run_async
 
 pytestmark = pytest.mark.hil
 
@@ -43,15 +43,6 @@ SCENARIO_FILE = (
 )
 BOARD = SimBoard(1, occupied=frozenset({1, 2, 5}), open_doors=frozenset({9}), reports=True)
 QUIET = SimBoard(2, occupied=frozenset({5}))
-
-
-def run(coro: Awaitable[T]) -> T:
-    """Run one test's coroutine on a fresh loop, bounded so a hang fails instead of stalling."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout=20)
-
-    return asyncio.run(bounded())
 
 
 def scenario(*boards: SimBoard, **kwargs: Any) -> LockboardScenario:
@@ -123,7 +114,7 @@ def test_open_is_confirmed_by_the_door_sensor_and_reads_match_the_boards() -> No
             assert sim.open_commands == {(1, 1): 1}
             assert bus.stats.frames > 0
 
-    run(body())
+    run_async(body())
 
 
 def test_four_boards_of_24_locks_share_one_bus_and_each_answers_for_itself() -> None:
@@ -144,7 +135,7 @@ def test_four_boards_of_24_locks_share_one_bus_and_each_answers_for_itself() -> 
             assert sim.open_commands == {(address, 24): 1 for address in (1, 2, 3, 4)}
             assert bus.stats.foreign == bus.stats.unexpected == 0
 
-    run(body())
+    run_async(body())
 
 
 def test_a_jammed_lock_raises_lock_not_opened_after_every_try(
@@ -161,7 +152,7 @@ def test_a_jammed_lock_raises_lock_not_opened_after_every_try(
             assert bus.stats.not_opened == 2
             assert await bus.status(1, 7) == truth(sim, 1, 7)
 
-    run(body())
+    run_async(body())
     assert warnings_with(caplog, "lock 7 did not open") == 1
 
 
@@ -177,7 +168,7 @@ def test_a_board_without_item_sensors_reports_occupied_as_unknown() -> None:
             assert (await bus.open(3, 2)).occupied is None
             assert await bus.all_status(3) == [truth(sim, 3, lock) for lock in range(1, 9)]
 
-    run(body())
+    run_async(body())
 
 
 def test_bad_arguments_and_absent_boards_are_errors_of_their_own() -> None:
@@ -191,7 +182,7 @@ def test_bad_arguments_and_absent_boards_are_errors_of_their_own() -> None:
                 await bus.status(7, 1)
             assert await bus.status(1, 2) == truth(sim, 1, 2)
 
-    run(body())
+    run_async(body())
 
 
 # --- events -------------------------------------------------------------------------------
@@ -206,7 +197,7 @@ def test_a_person_closing_the_door_arrives_as_a_report() -> None:
             assert event == truth(sim, 1, 2, cause="report")
             assert (event.door, event.occupied) == ("closed", False)
 
-    run(body())
+    run_async(body())
 
 
 def test_changes_on_a_board_without_reports_are_found_by_polling() -> None:
@@ -219,7 +210,7 @@ def test_changes_on_a_board_without_reports_are_found_by_polling() -> None:
                 seen = [await anext(events), await anext(events)]
             assert seen == [truth(sim, 2, 3), truth(sim, 2, 5)]
 
-    run(body())
+    run_async(body())
 
 
 def test_a_report_arriving_while_an_answer_is_awaited_is_kept_and_not_taken_for_it() -> None:
@@ -240,7 +231,7 @@ def test_a_report_arriving_while_an_answer_is_awaited_is_kept_and_not_taken_for_
             )
             assert bus.stats.reports == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_frames_from_other_boards_and_for_other_requests_are_skipped_and_counted() -> None:
@@ -257,7 +248,7 @@ def test_frames_from_other_boards_and_for_other_requests_are_skipped_and_counted
             assert await bus.status(1, 1) == truth(sim, 1, 1)
             assert (bus.stats.foreign, bus.stats.unexpected) == (1, 1)
 
-    run(body())
+    run_async(body())
 
 
 async def until(condition: Callable[[], bool], deadline_s: float = 5.0) -> None:
@@ -287,7 +278,7 @@ def test_scenario_actions_happen_on_their_timeline(tmp_path: Path) -> None:
             assert not sim.is_occupied(2, 5)
             assert bus.stats.unavailable == 1
 
-    run(body())
+    run_async(body())
 
 
 # --- line faults --------------------------------------------------------------------------
@@ -330,7 +321,7 @@ def test_each_line_fault_is_survived_counted_and_logged_once(
             sim.faults.faults = NO_FAULTS
             await read_and_check(sim, bus, 9)
 
-    run(body())
+    run_async(body())
 
 
 def test_corrupted_requests_go_unanswered_and_are_retried() -> None:
@@ -350,7 +341,7 @@ def test_corrupted_requests_go_unanswered_and_are_retried() -> None:
             assert sim.open_commands == {(1, 5): 1}
             assert bus.stats.timeouts == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_a_noisy_line_never_yields_a_value_the_boards_do_not_hold() -> None:
@@ -367,7 +358,7 @@ def test_a_noisy_line_never_yields_a_value_the_boards_do_not_hold() -> None:
             assert bus.stats.bad_checksum > 0
             assert bus.stats.timeouts > 0
 
-    run(body())
+    run_async(body())
 
 
 def test_unplug_and_replug_are_survived_by_requests_and_events(tmp_path: Path) -> None:
@@ -387,19 +378,10 @@ def test_unplug_and_replug_are_survived_by_requests_and_events(tmp_path: Path) -
             assert await bus.status(1, 3) == truth(sim, 1, 3)
             assert bus.stats.unavailable == 1
 
-    run(body())
+    run_async(body())
 
 
 # --- standalone simulator -------------------------------------------------------------------
-
-CLI = """
-import argparse, sys
-from firmware_bridge.sim import lockboard_cli
-parser = argparse.ArgumentParser(prog="postedge sim")
-lockboard_cli.add_command(parser.add_subparsers(required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
 
 
 @pytest.mark.parametrize("extra", [[], ["--scenario", str(SCENARIO_FILE)]])
@@ -410,7 +392,7 @@ def test_simulator_cli_prints_a_port_a_driver_can_use_and_stops_cleanly(
 
     async def body() -> tuple[list[str], DoorBody, int, bytes]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLI, "lockboard", "--link", str(link), *extra,
+            *SIM_CLI, "lockboard", "--link", str(link), *extra,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -428,7 +410,7 @@ def test_simulator_cli_prints_a_port_a_driver_can_use_and_stops_cleanly(
         assert process.returncode is not None
         return lines, status, process.returncode, stderr
 
-    lines, status, returncode, stderr = run(body())
+    lines, status, returncode, stderr = run_async(body())
     assert lines[0] == str(link)
     assert lines[1].startswith("board 1: 24 locks")
     assert status == DoorBody(board=1, lock=2, door="closed", occupied=True, cause="poll")

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,6 +39,7 @@ from firmware_bridge.sim.faults import NO_FAULTS, LineFaults
 from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe
 from firmware_bridge.sim.probe_cli import load_scenario
 from firmware_bridge.sim.sensor_faults import Schedule, SensorFault
+from tests.helpers import SIM_CLI, FakeClock, run_async
 
 T = TypeVar("T")
 START = 1000.0
@@ -149,24 +149,6 @@ def test_bad_probe_scenarios_name_the_key(tmp_path: Path, text: str, match: str)
 # --- hardware in the loop ------------------------------------------------------------------
 
 
-def run(coro: Awaitable[T]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout=20)
-
-    return asyncio.run(bounded())
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def at(self, elapsed_s: float) -> None:
-        self.now = START + elapsed_s
-
-
 def fast_bus(port: str | Path) -> ModbusRtuBus:
     return ModbusRtuBus(str(port), timeout=0.12, retries=0)
 
@@ -199,7 +181,7 @@ def test_lost_answers_are_errors_counted_once_logged_and_then_fresh_reads(
     kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     faults, error, counter = LINE_FAULTS[kind]
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> tuple[list[float], ModbusRtuBus]:
         async with ProbeSimulator([PROBE], clock=clock, faults=faults) as sim:
@@ -214,7 +196,7 @@ def test_lost_answers_are_errors_counted_once_logged_and_then_fresh_reads(
             return readings, bus
 
     with caplog.at_level(logging.INFO, logger=DRIVER_LOG):
-        readings, bus = run(body())
+        readings, bus = run_async(body())
     # Fresh values, not the late answers of the stalled reads at 0 and 1 seconds.
     assert readings == [served(DRIFT.value_at(60)), served(DRIFT.value_at(61))]
     assert bus.stats[counter] == 2
@@ -230,7 +212,7 @@ def test_lost_answers_are_errors_counted_once_logged_and_then_fresh_reads(
 @pytest.mark.parametrize("kind", ["garbage", "duplicate", "stall"])
 def test_noise_repeats_and_short_stalls_still_give_the_right_value(kind: str) -> None:
     faults = LineFaults(**{kind: 1.0}, stall_s=0.05, seed=4)
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> tuple[list[float], ModbusRtuBus]:
         async with ProbeSimulator([PROBE], clock=clock, faults=faults) as sim:
@@ -239,7 +221,7 @@ def test_noise_repeats_and_short_stalls_still_give_the_right_value(kind: str) ->
             assert sim.injected == {kind: 4}
             return readings, bus
 
-    readings, bus = run(body())
+    readings, bus = run_async(body())
     assert readings == [served(DRIFT.value_at(t)) for t in (0, 5, 10, 15)]
     assert bus.stats["readings"] == 4
     if kind != "stall":  # the driver saw the stray bytes (in the answer's chunk or after it)
@@ -251,7 +233,7 @@ def test_mixed_random_line_faults_never_yield_a_wrong_value() -> None:
     faults = LineFaults(
         drop=0.15, corrupt=0.15, garbage=0.3, duplicate=0.3, stall=0.2, stall_s=0.02, seed=11
     )
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> tuple[dict[float, float | str], ModbusRtuBus]:
         outcome: dict[float, float | str] = {}
@@ -265,7 +247,7 @@ def test_mixed_random_line_faults_never_yield_a_wrong_value() -> None:
             assert sum(sim.injected.values()) >= 8
         return outcome, bus
 
-    outcome, bus = run(body())
+    outcome, bus = run_async(body())
     values = {t: v for t, v in outcome.items() if isinstance(v, float)}
     assert values == {t: served(DRIFT.value_at(t)) for t in values}
     assert set(outcome.values()) - set(values.values()) <= {"DeviceTimeout", "DeviceProtocolError"}
@@ -287,13 +269,13 @@ SENSOR_FAULTS: dict[str, tuple[SensorFault, Callable[[float], float]]] = {
 def test_values_the_contract_accepts_are_passed_on_for_the_gateway_to_judge(name: str) -> None:
     fault, shown = SENSOR_FAULTS[name]
     probe = SimulatedProbe(1, 0, 1, DRIFT, faults=(fault,))
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> tuple[list[float], ProbeSimulator, ModbusRtuBus]:
         async with ProbeSimulator([probe], clock=clock) as sim, fast_bus(sim.device_path) as bus:
             return [await read_at(bus, clock, t) for t in (10, 14.9, 40)], sim, bus
 
-    readings, sim, bus = run(body())
+    readings, sim, bus = run_async(body())
     assert readings == [served(shown(10)), served(shown(14.9)), served(DRIFT.value_at(40))]
     assert sim.sensor_faults == {fault.kind: 2}
     assert bus.stats == {"readings": 3}
@@ -307,7 +289,7 @@ def test_values_the_contract_accepts_are_passed_on_for_the_gateway_to_judge(name
 def test_impossible_values_are_protocol_errors_never_readings(value: float, match: str) -> None:
     fault = SensorFault("out_of_range", Schedule(10, 10), value=value)
     probe = SimulatedProbe(1, 0, 1, DRIFT, faults=(fault,))
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> ModbusRtuBus:
         async with ProbeSimulator([probe], clock=clock) as sim, fast_bus(sim.device_path) as bus:
@@ -317,14 +299,14 @@ def test_impossible_values_are_protocol_errors_never_readings(value: float, matc
             assert await read_at(bus, clock, 20) == served(DRIFT.value_at(20))
             return bus
 
-    assert run(body()).stats == {"implausible": 2, "readings": 1}
+    assert run_async(body()).stats == {"implausible": 2, "readings": 1}
 
 
 @pytest.mark.hil
 def test_a_silent_sensor_times_out_while_the_other_units_answer() -> None:
     silent = SimulatedProbe(1, 0, 1, DRIFT, faults=(SensorFault("silent", Schedule(10, 10)),))
     other = SimulatedProbe(2, 0, None, Scenario.steady(-18.0))
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> tuple[ProbeSimulator, ModbusRtuBus]:
         async with (
@@ -338,7 +320,7 @@ def test_a_silent_sensor_times_out_while_the_other_units_answer() -> None:
             assert await read_at(bus, clock, 20) == served(DRIFT.value_at(20))
             return sim, bus
 
-    sim, bus = run(body())
+    sim, bus = run_async(body())
     assert sim.sensor_faults == {"silent": 1}
     assert bus.stats == {"timeouts": 1, "readings": 2}
 
@@ -346,7 +328,7 @@ def test_a_silent_sensor_times_out_while_the_other_units_answer() -> None:
 @pytest.mark.hil
 def test_unplug_and_replug_at_the_same_link_is_survived(tmp_path: Path) -> None:
     link = tmp_path / "ttyRS485"
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> ModbusRtuBus:
         async with ProbeSimulator([PROBE], link=link, clock=clock) as sim:
@@ -362,20 +344,11 @@ def test_unplug_and_replug_at_the_same_link_is_survived(tmp_path: Path) -> None:
                 assert await read_at(bus, clock, 3) == served(DRIFT.value_at(3))
             return bus
 
-    stats = run(body()).stats
+    stats = run_async(body()).stats
     assert stats["readings"] == 2
     assert stats["unavailable"] == 2
     assert stats["reconnects"] == 1
 
-
-CLI = """
-import argparse, sys
-from firmware_bridge.sim import probe_cli
-parser = argparse.ArgumentParser(prog="postedge sim")
-probe_cli.add_command(parser.add_subparsers(required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
 
 UNPLUGGING = """
 [unplug]
@@ -397,7 +370,7 @@ def test_simulator_cli_follows_a_scenario_file_with_its_unplug_schedule(tmp_path
 
     async def body() -> tuple[list[str], list[TemperatureBody], int, bytes]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLI, "probe", "--scenario", str(scenario), "--link", str(link),
+            *SIM_CLI, "probe", "--scenario", str(scenario), "--link", str(link),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -417,7 +390,7 @@ def test_simulator_cli_follows_a_scenario_file_with_its_unplug_schedule(tmp_path
         assert process.returncode is not None
         return lines, readings, process.returncode, stderr
 
-    lines, readings, returncode, stderr = run(body())
+    lines, readings, returncode, stderr = run_async(body())
     assert lines[:2] == [str(link), "unit 4: temperature input register 10, scale 0.1, signed"]
     assert readings == [TemperatureBody(probe="p", celsius=-21.5)] * 2
     assert returncode == 0, stderr.decode()
@@ -430,7 +403,7 @@ def test_simulator_cli_refuses_quick_options_with_a_scenario_file(tmp_path: Path
 
     async def body() -> tuple[int, bytes]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLI, "probe", "--scenario", str(scenario), "--units", "2",
+            *SIM_CLI, "probe", "--scenario", str(scenario), "--units", "2",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -438,6 +411,6 @@ def test_simulator_cli_refuses_quick_options_with_a_scenario_file(tmp_path: Path
         assert process.returncode is not None
         return process.returncode, stderr
 
-    returncode, stderr = run(body())
+    returncode, stderr = run_async(body())
     assert returncode == 2
     assert "--units cannot be combined with --scenario" in stderr.decode()

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,31 +27,12 @@ from firmware_bridge.probes.modbus import (
     encode_register,
 )
 from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe
+from tests.helpers import SIM_CLI, FakeClock, run_async
 
 pytestmark = pytest.mark.hil
 
 T = TypeVar("T")
 START = 1000.0
-
-
-def run(coro: Awaitable[T]) -> T:
-    """Run one test's coroutine on a fresh loop, bounded so a hang fails instead of stalling."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout=15)
-
-    return asyncio.run(bounded())
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def at(self, elapsed_s: float) -> None:
-        self.now = START + elapsed_s
 
 
 def fast_bus(port: str | Path) -> ModbusRtuBus:
@@ -68,7 +48,7 @@ def served_value(scenario: Scenario, elapsed_s: float, spec: RegisterSpec) -> fl
 def test_reads_follow_the_scenario_and_equal_the_served_log() -> None:
     scenario = Scenario.drift(-2.0, 3.0, noise=0.2, seed=5)
     probe = SimulatedProbe(1, 0, 1, scenario, humidity=Scenario.steady(72.5))
-    clock = FakeClock()
+    clock = FakeClock(START)
 
     async def body() -> list[TemperatureBody]:
         async with (
@@ -82,7 +62,7 @@ def test_reads_follow_the_scenario_and_equal_the_served_log() -> None:
             assert sim.served == {1: [reading.celsius for reading in readings]}
             return readings
 
-    readings = run(body())
+    readings = run_async(body())
     expected = [served_value(scenario, t, probe.temperature_spec) for t in (0, 30, 61.7, 600)]
     assert [reading.celsius for reading in readings] == expected
     assert expected[-1] > expected[0] + 25  # the drift really moved the reading
@@ -104,7 +84,7 @@ def test_two_units_on_one_bus_each_answer_with_their_own_values() -> None:
                 )
             assert sim.served == {1: [4.2] * 3, 7: [-18.5] * 3}
 
-    run(body())
+    run_async(body())
 
 
 def test_concurrent_reads_on_one_bus_are_serialised() -> None:
@@ -115,13 +95,13 @@ def test_concurrent_reads_on_one_bus_are_serialised() -> None:
         async with ProbeSimulator(probes) as sim, ModbusRtuBus(sim.device_path) as bus:
             return await asyncio.gather(*(bus.read(p.probe_spec(f"p{p.unit}")) for p in probes))
 
-    assert [reading.celsius for reading in run(body())] == [0.1, 0.2, 0.3]
+    assert [reading.celsius for reading in run_async(body())] == [0.1, 0.2, 0.3]
 
 
 def test_negative_temperatures_arrive_signed_through_an_excursion() -> None:
     scenario = Scenario.excursion(-25.3, -5.0, start_s=10, ramp_s=10, hold_s=10)
     probe = SimulatedProbe(3, 40, 41, scenario)
-    clock = FakeClock()
+    clock = FakeClock(START)
     times = (0, 15, 25, 35, 50)
 
     async def body() -> list[float]:
@@ -135,7 +115,7 @@ def test_negative_temperatures_arrive_signed_through_an_excursion() -> None:
                 celsius.append((await bus.read(probe.probe_spec("deep"))).celsius)
             return celsius
 
-    assert run(body()) == [-25.3, -15.2, -5.0, -15.2, -25.3]
+    assert run_async(body()) == [-25.3, -15.2, -5.0, -15.2, -25.3]
 
 
 def test_unsigned_registers_are_read_unsigned() -> None:
@@ -145,7 +125,7 @@ def test_unsigned_registers_are_read_unsigned() -> None:
         async with ProbeSimulator([probe]) as sim, ModbusRtuBus(sim.device_path) as bus:
             return (await bus.read(probe.probe_spec("hot"))).celsius
 
-    assert run(body()) == 4000.0
+    assert run_async(body()) == 4000.0
 
 
 def flip_last(data: bytes) -> bytes:
@@ -212,12 +192,12 @@ def test_line_faults_raise_bridge_errors_and_the_next_clean_read_works(fault: st
             sim.modem.set_manipulator(None)
             assert (await bus.read(probe.probe_spec("p"))).celsius == -7.5
 
-    run(body())
+    run_async(body())
 
 
 def test_one_corrupted_answer_is_recovered_by_a_retry() -> None:
     probe = SimulatedProbe(1, 0, None, Scenario.drift(10.0, 60.0))
-    clock = FakeClock()
+    clock = FakeClock(START)
     damaged: list[bytes] = []
 
     def corrupt_first_answer(direction: Direction, data: bytes) -> bytes:
@@ -234,7 +214,7 @@ def test_one_corrupted_answer_is_recovered_by_a_retry() -> None:
                 reading = await bus.read(probe.probe_spec("p"))
             return reading.celsius, sim.served[1]
 
-    celsius, served = run(body())
+    celsius, served = run_async(body())
     assert served == [10.0, 11.0]
     assert celsius == 11.0  # the value of the answer that arrived intact, not the damaged one
 
@@ -255,7 +235,7 @@ def test_wrong_register_maps_are_protocol_errors(spec: ModbusProbeSpec, match: s
             with pytest.raises(DeviceProtocolError, match=match):
                 await bus.read(spec)
 
-    run(body())
+    run_async(body())
 
 
 def test_a_unit_that_is_not_on_the_bus_times_out() -> None:
@@ -267,7 +247,7 @@ def test_a_unit_that_is_not_on_the_bus_times_out() -> None:
                 await bus.read(ModbusProbeSpec("absent", 9, RegisterSpec(0)))
             assert sim.served == {1: []}
 
-    run(body())
+    run_async(body())
 
 
 def test_bus_reopens_its_port_after_it_vanished_and_before_it_existed(tmp_path: Path) -> None:
@@ -288,7 +268,7 @@ def test_bus_reopens_its_port_after_it_vanished_and_before_it_existed(tmp_path: 
                 assert (await bus.read(spec)).celsius == 3.3
                 assert again.served == {1: [3.3]}
 
-    run(body())
+    run_async(body())
 
 
 async def read_exactly(fd: int, count: int) -> bytes:
@@ -337,27 +317,17 @@ def test_null_modem_relays_every_byte_value_unchanged_and_traces_it(tmp_path: Pa
         assert not os.path.lexists(link)
         return to_sim, to_device, manipulated
 
-    to_sim, to_device, manipulated = run(body())
+    to_sim, to_device, manipulated = run_async(body())
     assert (to_sim, to_device, manipulated) == (every_byte, every_byte[::-1], b"ABC")
     assert b"".join(data for direction, data in traced if direction is Direction.TO_SIM) == (
         every_byte + b"ABC"
     )
 
 
-CLI = """
-import argparse, sys
-from firmware_bridge.sim import cli
-parser = argparse.ArgumentParser(prog="postedge sim")
-cli.register(parser.add_subparsers(required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
-
-
 def test_simulator_cli_prints_a_port_a_driver_can_read_and_stops_cleanly() -> None:
     async def body() -> tuple[list[str], TemperatureBody, int, bytes]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLI, "probe", "--units", "2", "--base", "-3.5",
+            *SIM_CLI, "probe", "--units", "2", "--base", "-3.5",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -372,7 +342,7 @@ def test_simulator_cli_prints_a_port_a_driver_can_read_and_stops_cleanly() -> No
         assert process.returncode is not None
         return lines, reading, process.returncode, stderr
 
-    lines, reading, returncode, stderr = run(body())
+    lines, reading, returncode, stderr = run_async(body())
     assert lines[0].startswith("/dev/pts/")
     assert lines[1] == (
         "units 1-2: temperature holding register 0, scale 0.1, signed; humidity holding register 1"

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,21 +29,13 @@ from firmware_bridge.sim.scanner import (
     SimulatedCode,
     set_high_bit,
 )
+from tests.helpers import SIM_CLI, run_async
 
 pytestmark = pytest.mark.hil
 
 T = TypeVar("T")
 SENTINEL = SimulatedCode("END-OF-TEST", "code128", 0.0)
 LOGGER = "firmware_bridge.scanner.driver"
-
-
-def run(coro: Awaitable[T]) -> T:
-    """Run one test's coroutine on a fresh loop, bounded so a hang fails instead of stalling."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout=15)
-
-    return asyncio.run(bounded())
 
 
 def scenario(
@@ -118,7 +109,7 @@ def test_continuous_scans_arrive_in_order_with_their_symbology(
             await sim.play()
             return [await scanner.next_scan(5) for _ in range(6)]
 
-    scans = run(body())
+    scans = run_async(body())
     assert [scan.code for scan in scans] == [f"YT{i:010d}" for i in range(6)]
     expected = ["qr" if i % 2 else "code128" for i in range(6)] if aim else ["unknown"] * 6
     assert [scan.symbology for scan in scans] == expected
@@ -142,7 +133,7 @@ def test_a_variant_codec_replaces_the_standard_line_format_and_scans_iterates() 
                     return codes
         raise AssertionError("unreachable")
 
-    assert run(body()) == ["YT0000000000", "YT0000000001", "YT0000000002"]
+    assert run_async(body()) == ["YT0000000000", "YT0000000001", "YT0000000002"]
 
 
 def triggered(sim: ScannerSimulator, link: SerialLink) -> SerialScanner:
@@ -161,7 +152,7 @@ def test_each_trigger_is_answered_with_the_next_code() -> None:
             codes = [(await scanner.trigger(2)).code for _ in range(3)]
             return codes, sim.triggers
 
-    assert run(body()) == (["YT0000000000", "YT0000000001", "YT0000000002"], 3)
+    assert run_async(body()) == (["YT0000000000", "YT0000000001", "YT0000000002"], 3)
 
 
 def test_drop_a_lost_answer_times_out_sends_stop_and_the_next_trigger_works(
@@ -183,7 +174,7 @@ def test_drop_a_lost_answer_times_out_sends_stop_and_the_next_trigger_works(
             assert scanner.stats.timeouts == 2
             assert warnings(caplog, "no scan within 0.1 s of the trigger") == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_corrupt_lines_are_skipped_counted_and_logged_once(
@@ -201,7 +192,7 @@ def test_corrupt_lines_are_skipped_counted_and_logged_once(
             assert scanner.stats.skipped == 5
             assert warnings(caplog, "line skipped: byte 0x") == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_garbage_between_lines_never_becomes_a_code(caplog: pytest.LogCaptureFixture) -> None:
@@ -220,7 +211,7 @@ def test_garbage_between_lines_never_becomes_a_code(caplog: pytest.LogCaptureFix
             logged = warnings(caplog, "line skipped")
             assert 1 <= logged <= len(received) + 1  # again only after a good line between
 
-    run(body())
+    run_async(body())
 
 
 def test_stall_a_late_answer_times_out_then_arrives_intact(
@@ -242,7 +233,7 @@ def test_stall_a_late_answer_times_out_then_arrives_intact(
             assert scanner.stats.timeouts == 1
             assert warnings(caplog, "of the trigger") == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_a_scan_waiting_before_a_trigger_is_dropped_as_stale() -> None:
@@ -259,7 +250,7 @@ def test_a_scan_waiting_before_a_trigger_is_dropped_as_stale() -> None:
             assert (await scanner.trigger(2)).code == "YT0000000002"
             assert scanner.stats.stale == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_duplicated_lines_are_reported_once_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
@@ -276,7 +267,7 @@ def test_duplicated_lines_are_reported_once_and_dropped(caplog: pytest.LogCaptur
             assert scanner.stats.duplicates == 5
             assert 1 <= warnings(caplog, "same code again") <= 5
 
-    run(body())
+    run_async(body())
 
 
 def test_same_code_delay_is_off_with_zero() -> None:
@@ -291,7 +282,7 @@ def test_same_code_delay_is_off_with_zero() -> None:
             await sim.scan(code)
             return [(await scanner.next_scan(2)).code for _ in range(2)]
 
-    assert run(body()) == ["SAME-CODE", "SAME-CODE"]
+    assert run_async(body()) == ["SAME-CODE", "SAME-CODE"]
 
 
 def test_unplug_and_replug_drop_the_cut_line_and_scanning_resumes(tmp_path: Path) -> None:
@@ -321,7 +312,7 @@ def test_unplug_and_replug_drop_the_cut_line_and_scanning_resumes(tmp_path: Path
             assert (await scanner.next_scan(2)).code == "YT0000000001"
             assert (scanner.stats.reconnects, scanner.stats.incomplete) == (1, 1)
 
-    run(body())
+    run_async(body())
 
 
 class SteppingClock:
@@ -353,7 +344,7 @@ def test_a_partial_line_idle_past_the_gap_is_not_glued_to_the_next() -> None:
             assert (await scanner.next_scan(2)).code == "BBBB"
             assert scanner.stats.incomplete == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_a_mixed_faulty_line_never_yields_a_corrupted_code(
@@ -378,17 +369,7 @@ def test_a_mixed_faulty_line_never_yields_a_corrupted_code(
             assert 0 < scanner.stats.duplicates <= injected["duplicate"]
             assert scanner.stats.skipped >= injected["corrupt"]
 
-    run(body())
-
-
-CLI = """
-import argparse, sys
-from firmware_bridge.sim import scanner_cli
-parser = argparse.ArgumentParser(prog="postedge sim")
-scanner_cli.add_command(parser.add_subparsers(required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
+    run_async(body())
 
 
 def test_cli_prints_a_port_a_driver_reads_scans_from_and_stops_cleanly(tmp_path: Path) -> None:
@@ -399,7 +380,7 @@ def test_cli_prints_a_port_a_driver_reads_scans_from_and_stops_cleanly(tmp_path:
 
     async def body() -> tuple[str, ScanBody, int, bytes]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLI, "scanner", "--scenario", str(path),
+            *SIM_CLI, "scanner", "--scenario", str(path),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -417,7 +398,7 @@ def test_cli_prints_a_port_a_driver_reads_scans_from_and_stops_cleanly(tmp_path:
         assert process.returncode is not None
         return port, scan, process.returncode, stderr
 
-    port, scan, returncode, stderr = run(body())
+    port, scan, returncode, stderr = run_async(body())
     assert port.startswith("/dev/pts/")
     assert scan == ScanBody(reader="cli", code="CLI-1", symbology="qr")
     assert returncode == 0, stderr.decode()

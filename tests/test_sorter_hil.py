@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -24,28 +23,12 @@ from firmware_bridge.sim import sorter_cli
 from firmware_bridge.sim.faults import LineFaults
 from firmware_bridge.sim.sorter import SimParcel, SorterScenario, SorterSimulator
 from firmware_bridge.sorter.driver import DivertRejected, SorterPlc
+from tests.helpers import SIM_CLI, FakeClock, run_async
 
 pytestmark = pytest.mark.hil
 
 T = TypeVar("T")
 DRIVER_LOG = "firmware_bridge.sorter.driver"
-
-
-def run(coro: Awaitable[T]) -> T:
-    """Run one test's coroutine on a fresh loop, bounded so a hang fails instead of stalling."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout=20)
-
-    return asyncio.run(bounded())
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
@@ -160,7 +143,7 @@ def test_every_parcel_is_inducted_diverted_and_confirmed_once() -> None:
             faults = ("timeouts", "bad_checksum", "protocol_errors", "unexpected_bytes")
             assert [plc.stats[kind] for kind in faults] == [0, 0, 0, 0]
 
-    run(body())
+    run_async(body())
 
 
 def test_a_plc_that_reposts_after_a_host_timeout_yields_the_induction_once() -> None:
@@ -183,7 +166,7 @@ def test_a_plc_that_reposts_after_a_host_timeout_yields_the_induction_once() -> 
             assert {body.transaction for body in confirmed} == {1000, 1001}
             assert plc.stats["duplicates"] == 1
 
-    run(body())
+    run_async(body())
 
 
 def test_repeating_an_accepted_divert_sends_nothing() -> None:
@@ -200,7 +183,7 @@ def test_repeating_an_accepted_divert_sends_nothing() -> None:
             assert len(sim.plc.commands) == 1
             assert plc.stats["repeated_commands"] == 2  # after the induction and the confirmation
 
-    run(body())
+    run_async(body())
 
 
 FAULT_COUNTERS = {
@@ -234,7 +217,7 @@ def test_line_faults_are_counted_and_logged_and_no_event_is_lost_or_corrupted(
             assert 1 <= logged <= counted
 
     with caplog.at_level(logging.WARNING, logger=DRIVER_LOG):
-        run(body())
+        run_async(body())
 
 
 def test_a_plc_that_never_answers_is_logged_once_however_often_it_times_out(
@@ -253,7 +236,7 @@ def test_a_plc_that_never_answers_is_logged_once_however_often_it_times_out(
             await asyncio.gather(consumer, return_exceptions=True)
 
     with caplog.at_level(logging.WARNING, logger=DRIVER_LOG):
-        run(body())
+        run_async(body())
     assert warnings_about(caplog, "timeouts") == 1
 
 
@@ -283,7 +266,7 @@ def test_unplugged_plc_is_reconnected_with_backoff_and_logged_once(
             assert (plc.stats["disconnects"], plc.stats["reconnects"]) == (1, 1)
 
     with caplog.at_level(logging.INFO, logger=DRIVER_LOG):
-        run(body())
+        run_async(body())
     unavailable = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(unavailable) == 1
     assert "reconnecting with backoff" in unavailable[0].getMessage()
@@ -304,17 +287,7 @@ def test_a_divert_the_plc_refuses_raises_and_is_not_remembered() -> None:
             await plc.divert(1000, 3)
             assert plc.stats["repeated_commands"] == 1  # only the accepted one is remembered
 
-    run(body())
-
-
-CLI = """
-import argparse, sys
-from firmware_bridge.sim import sorter_cli
-parser = argparse.ArgumentParser(prog="postedge sim")
-sorter_cli.add_command(parser.add_subparsers(required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
+    run_async(body())
 
 
 def test_simulator_cli_prints_an_address_a_driver_can_use_and_stops_cleanly(
@@ -325,7 +298,7 @@ def test_simulator_cli_prints_an_address_a_driver_can_use_and_stops_cleanly(
 
     async def body() -> tuple[list[str], InductionBody | DivertBody, int, bytes]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLI, "sorter", "--scenario", str(scenario),
+            *SIM_CLI, "sorter", "--scenario", str(scenario),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -341,7 +314,7 @@ def test_simulator_cli_prints_an_address_a_driver_can_use_and_stops_cleanly(
         assert process.returncode is not None
         return lines, event, process.returncode, stderr
 
-    lines, event, returncode, stderr = run(body())
+    lines, event, returncode, stderr = run_async(body())
     assert lines[0].startswith("127.0.0.1:")
     assert lines[1] == "unit 1, holding registers 0-42, chutes 1-24: 1 parcel over 0 s"
     assert event == InductionBody(transaction=42, barcode="SF42")

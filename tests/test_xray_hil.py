@@ -11,8 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -27,21 +26,13 @@ from firmware_bridge.sim.xray import SimRecord, Verdict, XrayScenario, XraySimul
 from firmware_bridge.xray.codec import Ack, XrayRecord, crc16, decode
 from firmware_bridge.xray.codec import encode as encode_frame
 from firmware_bridge.xray.driver import XrayMachine
+from tests.helpers import SIM_CLI, run_async
 
 pytestmark = pytest.mark.hil
 
 T = TypeVar("T")
 DRIVER_LOG = "firmware_bridge.xray.driver"
 START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-
-
-def run(coro: Awaitable[T]) -> T:
-    """Run one test's coroutine on a fresh loop, bounded so a hang fails instead of stalling."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout=20)
-
-    return asyncio.run(bounded())
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
@@ -121,7 +112,7 @@ def test_every_record_arrives_once_in_order_and_is_acknowledged() -> None:
             assert xr.stats["records"] == 6
             assert xr.stats["duplicates"] == 0
 
-    run(body())
+    run_async(body())
     assert [decode(data).frame for data in sent] == [Ack(7, seq) for seq in range(1, 6)]
 
 
@@ -158,7 +149,7 @@ def test_line_faults_are_counted_and_logged_and_no_record_is_lost_doubled_or_cor
                 assert sim.connections >= 2  # the silent connection was given up
 
     with caplog.at_level(logging.INFO, logger=DRIVER_LOG):
-        run(body())
+        run_async(body())
 
 
 def test_a_machine_that_only_sends_damaged_lines_is_logged_once(
@@ -174,7 +165,7 @@ def test_a_machine_that_only_sends_damaged_lines_is_logged_once(
             assert xr.stats["records"] == 0
 
     with caplog.at_level(logging.WARNING, logger=DRIVER_LOG):
-        run(body())
+        run_async(body())
     assert lines_about(caplog, "bad_checksum") == 1
 
 
@@ -193,7 +184,7 @@ def test_a_line_with_an_invalid_field_is_skipped_and_the_next_record_arrives(
             assert xr.stats["invalid"] == 1
 
     with caplog.at_level(logging.WARNING, logger=DRIVER_LOG):
-        run(body())
+        run_async(body())
     assert lines_about(caplog, "invalid") == 1
 
 
@@ -223,7 +214,7 @@ def test_unplugged_machine_is_reconnected_and_unacknowledged_records_come_again_
             assert (xr.stats["disconnects"], xr.stats["reconnects"]) == (1, 1)
 
     with caplog.at_level(logging.INFO, logger=DRIVER_LOG):
-        run(body())
+        run_async(body())
     assert sum("unavailable" in record.getMessage() for record in caplog.records) == 1
 
 
@@ -242,7 +233,7 @@ def test_records_after_a_machine_reboot_are_not_taken_for_repeats() -> None:
             assert got == sim.produced
             assert (xr.boot, xr.stats["reboots"]) == (8, 1)
 
-    run(body())
+    run_async(body())
 
 
 # --- the proxy on its own -----------------------------------------------------------------
@@ -290,7 +281,7 @@ def test_proxy_relays_both_ways_and_refuses_connections_while_unplugged() -> Non
             server.close()
             await server.wait_closed()
 
-    run(body())
+    run_async(body())
     assert traced[:2] == [(Flow.TO_SERVER, b"hello"), (Flow.TO_CLIENT, b"HELLO")]
 
 
@@ -308,19 +299,10 @@ def test_proxy_injects_faults_in_one_direction_by_seed() -> None:
             server.close()
             await server.wait_closed()
 
-    run(body())
+    run_async(body())
 
 
 # --- the command line ----------------------------------------------------------------------
-
-CLI = """
-import argparse, sys
-from firmware_bridge.sim import xray_cli
-parser = argparse.ArgumentParser(prog="postedge sim")
-xray_cli.add_command(parser.add_subparsers(required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
 
 
 def test_simulator_cli_prints_an_address_a_driver_can_use_and_stops_cleanly(
@@ -334,7 +316,7 @@ def test_simulator_cli_prints_an_address_a_driver_can_use_and_stops_cleanly(
 
     async def body() -> tuple[list[str], XrayBody, int, bytes]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLI, "xray", "--scenario", str(scenario),
+            *SIM_CLI, "xray", "--scenario", str(scenario),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -350,7 +332,7 @@ def test_simulator_cli_prints_an_address_a_driver_can_use_and_stops_cleanly(
         assert process.returncode is not None
         return lines, record, process.returncode, stderr
 
-    lines, record, returncode, stderr = run(body())
+    lines, record, returncode, stderr = run_async(body())
     assert lines[0].startswith("127.0.0.1:")
     assert lines[1] == "boot 5: 1 record over 0 s, heartbeat every 5 s"
     assert (record.waybill, record.verdict, record.operator, record.image) == (
