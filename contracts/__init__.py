@@ -4,14 +4,17 @@ This package imports nothing else of the project.
 """
 
 from contracts.codec import MAX_PAYLOAD_BYTES, decode, encode
+from contracts.commands import Command, CommandResultBody, UnknownCommand
 from contracts.envelope import (
     CHANNEL_OF_KIND,
     SCHEMA_VERSION,
     AnyBody,
     AnyEnvelope,
+    CommandResultEnvelope,
     DivertEnvelope,
     DoorEnvelope,
     Envelope,
+    HealthEnvelope,
     InductionEnvelope,
     Kind,
     ScanEnvelope,
@@ -40,7 +43,8 @@ from contracts.events import (
     XrayBody,
 )
 from contracts.ids import ID_PATTERN, validate_id
-from contracts.telemetry import StatusBody, TemperatureBody
+from contracts.receipts import Receipt, seq_ranges
+from contracts.telemetry import HealthBody, StatusBody, TemperatureBody
 from contracts.timestamps import format_utc_ms, utc_now
 from contracts.topics import (
     AlertsTopic,
@@ -60,6 +64,9 @@ __all__ = [
     "AnyBody",
     "AnyEnvelope",
     "Channel",
+    "Command",
+    "CommandResultBody",
+    "CommandResultEnvelope",
     "ContractError",
     "DeadLetterTopic",
     "DeviceTopic",
@@ -68,6 +75,8 @@ __all__ = [
     "DoorBody",
     "DoorEnvelope",
     "Envelope",
+    "HealthBody",
+    "HealthEnvelope",
     "IdType",
     "IdentityRead",
     "InductionBody",
@@ -77,6 +86,7 @@ __all__ = [
     "Kind",
     "MalformedPayload",
     "PayloadTooLarge",
+    "Receipt",
     "ScanBody",
     "ScanEnvelope",
     "SchemaViolation",
@@ -85,6 +95,7 @@ __all__ = [
     "Symbology",
     "TemperatureBody",
     "TemperatureEnvelope",
+    "UnknownCommand",
     "XrayBody",
     "XrayEnvelope",
     "decode",
@@ -93,6 +104,7 @@ __all__ = [
     "format_utc_ms",
     "make_envelope",
     "message_id",
+    "seq_ranges",
     "shared",
     "utc_now",
     "validate_id",

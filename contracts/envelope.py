@@ -13,9 +13,10 @@ from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts.commands import CommandResultBody
 from contracts.events import DivertBody, DoorBody, InductionBody, ScanBody, XrayBody
 from contracts.ids import Identifier
-from contracts.telemetry import StatusBody, TemperatureBody
+from contracts.telemetry import HealthBody, StatusBody, TemperatureBody
 from contracts.timestamps import UtcTimestamp
 from contracts.topics import Channel
 
@@ -33,6 +34,8 @@ class Kind(StrEnum):
     INDUCTION = "induction"
     DIVERT = "divert"
     XRAY = "xray"
+    HEALTH = "health"
+    COMMAND_RESULT = "command_result"
 
 
 CHANNEL_OF_KIND: dict[Kind, Channel] = {
@@ -43,6 +46,8 @@ CHANNEL_OF_KIND: dict[Kind, Channel] = {
     Kind.INDUCTION: Channel.EVENT,
     Kind.DIVERT: Channel.EVENT,
     Kind.XRAY: Channel.EVENT,
+    Kind.HEALTH: Channel.TELEMETRY,
+    Kind.COMMAND_RESULT: Channel.CMD_RESULT,
 }
 """The one channel each kind travels on."""
 
@@ -123,6 +128,16 @@ class XrayEnvelope(_EnvelopeBase):
     body: XrayBody
 
 
+class HealthEnvelope(_EnvelopeBase):
+    kind: Literal["health"] = "health"
+    body: HealthBody
+
+
+class CommandResultEnvelope(_EnvelopeBase):
+    kind: Literal["command_result"] = "command_result"
+    body: CommandResultBody
+
+
 AnyEnvelope = (
     TemperatureEnvelope
     | StatusEnvelope
@@ -131,11 +146,23 @@ AnyEnvelope = (
     | InductionEnvelope
     | DivertEnvelope
     | XrayEnvelope
+    | HealthEnvelope
+    | CommandResultEnvelope
 )
 Envelope = Annotated[AnyEnvelope, Field(discriminator="kind")]
 """Any envelope, discriminated by ``kind``."""
 
-AnyBody = TemperatureBody | StatusBody | ScanBody | DoorBody | InductionBody | DivertBody | XrayBody
+AnyBody = (
+    TemperatureBody
+    | StatusBody
+    | ScanBody
+    | DoorBody
+    | InductionBody
+    | DivertBody
+    | XrayBody
+    | HealthBody
+    | CommandResultBody
+)
 
 _ENVELOPE_OF_BODY: dict[type[BaseModel], type[_EnvelopeBase]] = {
     TemperatureBody: TemperatureEnvelope,
@@ -145,6 +172,8 @@ _ENVELOPE_OF_BODY: dict[type[BaseModel], type[_EnvelopeBase]] = {
     InductionBody: InductionEnvelope,
     DivertBody: DivertEnvelope,
     XrayBody: XrayEnvelope,
+    HealthBody: HealthEnvelope,
+    CommandResultBody: CommandResultEnvelope,
 }
 
 
