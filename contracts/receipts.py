@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from contracts.errors import MalformedPayload, PayloadTooLarge, SchemaViolation
 from contracts.ids import Identifier
 
-MAX_RANGES = 10_000
+MAX_RANGES = 5_000  # 5,000 ranges of 18-digit numbers stay under MAX_RECEIPT_BYTES
 MAX_RECEIPT_BYTES = 256 * 1024
 
 SeqRange = tuple[int, int]

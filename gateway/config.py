@@ -60,6 +60,12 @@ class IngestConfig(BaseModel):
         le=65_535,
         description="unacknowledged messages the broker may send at once (back-pressure)",
     )
+    recent_ids: int = Field(
+        default=200_000,
+        ge=1,
+        le=10_000_000,
+        description="stored message ids a worker remembers, to receipt resends without rewriting",
+    )
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
     stats_interval_s: float = Field(default=60.0, gt=0)

@@ -30,7 +30,8 @@ from gateway.config import BrokerConfig
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBED_CHANNELS = (Channel.TELEMETRY, Channel.STATUS)
+SUBSCRIBED_CHANNELS = (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel.CMD_RESULT)
+"""Every channel a device publishes on; :func:`create_session` subscribes the same."""
 
 # Retained statuses only for a new subscription: a resumed session has had them, and
 # re-subscribing on every reconnect would otherwise deliver each one again.
@@ -76,7 +77,7 @@ class MqttConsumer:
         client = new_client(
             self._client_id, username=self._broker.username, password=password, manual_ack=True
         )
-        # Outgoing side (dead letters): no cap on in-flight or queued publishes.
+        # Outgoing side (receipts, dead letters): no cap on in-flight or queued publishes.
         client.max_inflight_messages_set(65_535)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(self._broker.reconnect_min_s, self._broker.reconnect_max_s)
@@ -133,9 +134,22 @@ class MqttConsumer:
             if message.qos > 0:
                 client.ack(message.mid, message.qos)
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
-        if self._client is not None:
-            self._client.publish(topic, payload, qos=qos)
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> bool:
+        """Send (receipts, dead letters); False if paho dropped the message.
+
+        While disconnected, paho keeps QoS 1 publishes and sends them after reconnecting
+        (``max_queued_messages_set(0)``: no cap). It drops one only when 65,535 are
+        outstanding and the packet ids run out; a dropped receipt costs a resend by the
+        edge, so it is logged, not retried.
+        """
+        client = self._client
+        if client is None:
+            return False
+        rc = client.publish(topic, payload, qos=qos).rc
+        if rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            return True
+        log.warning("%s: could not queue a message on %s: %s", self._client_id, topic, rc)
+        return False
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self.received += 1

@@ -1,10 +1,21 @@
-"""The ingest loop: batch, validate, store durably, then acknowledge.
+"""The ingest loop: batch, validate, store durably, receipt, then acknowledge.
 
 Nothing is acknowledged before the store has accepted it. While the store is down the
 batch is retried with capped, jittered exponential backoff; the broker holds everything
 not yet acknowledged. Input that breaks the contract is dead-lettered: a record is
 stored with the batch, published on ``postedge/v1/_deadletter/{reason}`` and counted,
 and the message is acknowledged so that it does not come back.
+
+Receipts tell the edge what it may delete from its outbox. After the durable write and
+before the MQTT acknowledgement, every message whose envelope was accepted (valid, and
+sent on its own device's topic and channel) is named in a receipt on
+``postedge/v1/{station}/{device}/receipt``: stored, skipped as a duplicate, or recorded
+as a dead letter after acceptance (``unsupported``, ``store``, ``internal``), since the
+edge would otherwise resend it forever. A message that failed acceptance gets none:
+whose sequence number it carries cannot be trusted.
+
+Duplicates: ids stored recently (:class:`~gateway.dedup.RecentIds`) or seen earlier in
+the same batch are receipted and acknowledged without being written again.
 """
 
 from __future__ import annotations
@@ -14,14 +25,24 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from contracts import AnyEnvelope, ContractError, DeviceTopic, InvalidTopic, decode
+from contracts import (
+    AnyEnvelope,
+    Channel,
+    ContractError,
+    DeviceTopic,
+    InvalidTopic,
+    decode,
+    validate_id,
+)
+from contracts.receipts import MAX_RECEIPT_BYTES, Receipt, encode_receipt, receipts_for
 from gateway.config import IngestConfig
 from gateway.consumer import Inbound, MqttConsumer
 from gateway.convert import deadletter_point, to_points
 from gateway.deadletter import DeadLetter
+from gateway.dedup import RecentIds
 from gateway.telemetry import StoreError, StoreRejected, TelemetryPoint, TelemetryStore
 
 log = logging.getLogger(__name__)
@@ -37,7 +58,12 @@ class IdentityMismatch(ContractError):
 class IngestStats:
     processed: int = 0
     stored: int = 0
+    duplicates: int = 0
     batches: int = 0
+    receipts: int = 0
+    """Receipt messages published."""
+    receipted: int = 0
+    """Messages those receipts named."""
     store_retries: int = 0
     deadletters: Counter[str] = field(default_factory=Counter)
 
@@ -45,7 +71,8 @@ class IngestStats:
         dead = ", ".join(f"{reason} {n}" for reason, n in sorted(self.deadletters.items())) or "0"
         return (
             f"processed {self.processed}, stored {self.stored} in {self.batches} batches, "
-            f"store retries {self.store_retries}, dead letters: {dead}"
+            f"duplicates {self.duplicates}, receipts {self.receipts} naming {self.receipted} "
+            f"messages, store retries {self.store_retries}, dead letters: {dead}"
         )
 
 
@@ -70,15 +97,48 @@ def accept(message: Inbound) -> AnyEnvelope:
     return envelope
 
 
+def encoded_receipts(device: str, seqs: list[int], *, by: str) -> list[tuple[Receipt, bytes]]:
+    """Receipts naming ``seqs``, each within the size a device accepts.
+
+    :func:`receipts_for` bounds the number of ranges, but its largest receipts (10,000
+    ranges of 18-digit numbers) would exceed ``MAX_RECEIPT_BYTES``, as can happen when
+    workers take turns on one device's stream; such a receipt is split in halves.
+    """
+    done: list[tuple[Receipt, bytes]] = []
+    pending = receipts_for(device, seqs, by=by)[::-1]  # a stack: lowest ranges on top
+    while pending:
+        receipt = pending.pop()
+        payload = encode_receipt(receipt)
+        if len(payload) <= MAX_RECEIPT_BYTES or len(receipt.ranges) == 1:
+            done.append((receipt, payload))
+            continue
+        half = len(receipt.ranges) // 2
+        pending += [
+            receipt.model_copy(update={"ranges": part})
+            for part in (receipt.ranges[half:], receipt.ranges[:half])
+        ]
+    return done
+
+
 @dataclass
 class _Entry:
     message: Inbound
     points: list[TelemetryPoint]
+    envelope: AnyEnvelope | None = None
+    """Set when the envelope was accepted: the message is then receipted."""
     dead: DeadLetter | None = None
+    duplicate: bool = False
+
+    @property
+    def stored(self) -> bool:
+        return self.dead is None and not self.duplicate
 
 
 class Ingestor:
-    """Moves batches from the consumer into the store until stopped."""
+    """Moves batches from the consumer into the store until stopped.
+
+    ``name`` is the worker's client id, named in its receipts (``by``).
+    """
 
     def __init__(
         self, consumer: MqttConsumer, store: TelemetryStore, config: IngestConfig, name: str
@@ -86,7 +146,8 @@ class Ingestor:
         self._consumer = consumer
         self._store = store
         self._config = config
-        self._name = name
+        self._name = validate_id(name, "worker name")
+        self._recent = RecentIds(config.recent_ids)
         self.stats = IngestStats()
 
     def run(self, stop: threading.Event) -> None:
@@ -102,26 +163,58 @@ class Ingestor:
                 next_stats += self._config.stats_interval_s
 
     def process(self, batch: list[Inbound], stop: threading.Event) -> bool:
-        """Store one batch and acknowledge it; False if stopped before it was stored."""
+        """Store one batch, receipt and acknowledge it; False if stopped before it was stored."""
         received_ns = time.time_ns()
         entries = [self._entry(message, received_ns) for message in batch]
         self.stats.processed += len(batch)
+        self._skip_duplicates(entries)
         if not self._write_with_retry(entries, stop):
             return False
-        self.stats.stored += sum(1 for entry in entries if entry.dead is None)
+        stored = [entry for entry in entries if entry.stored]
+        self._recent.add(entry.envelope.id for entry in stored if entry.envelope is not None)
+        self.stats.stored += len(stored)
+        self.stats.duplicates += sum(1 for entry in entries if entry.duplicate)
         for entry in entries:
             if entry.dead is not None:
                 self.stats.deadletters[entry.dead.reason] += 1
                 self._consumer.publish(entry.dead.destination, entry.dead.to_json())
+        self._publish_receipts(entries)
         self._consumer.ack(batch)
         self.stats.batches += 1
         return True
 
+    def _skip_duplicates(self, entries: list[_Entry]) -> None:
+        """Mark accepted messages stored lately, or earlier in this batch, as duplicates."""
+        in_batch: set[str] = set()
+        for entry in entries:
+            if entry.envelope is None or entry.dead is not None:
+                continue
+            message_id = entry.envelope.id
+            if message_id in in_batch or self._recent.seen(message_id):
+                entry.points, entry.duplicate = [], True
+            else:
+                in_batch.add(message_id)
+
+    def _publish_receipts(self, entries: list[_Entry]) -> None:
+        """Name every accepted message's seq, per device; call only after the write."""
+        seqs: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+        for entry in entries:
+            if entry.envelope is not None:
+                seqs[entry.envelope.station, entry.envelope.device].append(entry.envelope.seq)
+        for (station, device), device_seqs in seqs.items():
+            topic = str(DeviceTopic(station, device, Channel.RECEIPT))
+            for receipt, payload in encoded_receipts(device, device_seqs, by=self._name):
+                self._consumer.publish(topic, payload)
+                self.stats.receipts += 1
+                self.stats.receipted += receipt.count()
+
     def _entry(self, message: Inbound, received_ns: int) -> _Entry:
+        envelope: AnyEnvelope | None = None
         try:
-            return _Entry(message, to_points(accept(message)))
+            envelope = accept(message)
+            return _Entry(message, to_points(envelope), envelope)
         except ContractError as exc:
-            return self._dead_entry(message, exc.reason, str(exc), received_ns)
+            entry = self._dead_entry(message, exc.reason, str(exc), received_ns)
         except Exception as exc:  # a bug met by one message must not stop the others
             # Type only: an exception's text may quote the payload, which may be personal.
             log.error(
@@ -131,7 +224,10 @@ class Ingestor:
                 message.topic[:200],
             )
             log.debug("traceback", exc_info=True)
-            return self._dead_entry(message, "internal", type(exc).__name__, received_ns)
+            entry = self._dead_entry(message, "internal", type(exc).__name__, received_ns)
+        # Accepted, then refused by a converter: recorded as a dead letter, so receipted.
+        entry.envelope = envelope
+        return entry
 
     @staticmethod
     def _dead_entry(message: Inbound, reason: str, error: str, received_ns: int) -> _Entry:
@@ -142,7 +238,7 @@ class Ingestor:
             payload=message.payload,
             received_ns=received_ns,
         )
-        return _Entry(message, [deadletter_point(record)], record)
+        return _Entry(message, [deadletter_point(record)], dead=record)
 
     def _write_with_retry(self, entries: list[_Entry], stop: threading.Event) -> bool:
         delay = self._config.retry_initial_s

@@ -98,12 +98,3 @@ def test_identity_validation_errors_do_not_quote_the_input() -> None:
 def test_identity_is_not_an_envelope_kind() -> None:
     with pytest.raises(KeyError):
         make_envelope(station="s", device="d", boot=1, seq=1, ts=TS, body=identity())  # type: ignore[arg-type]
-
-
-def test_the_gateway_refuses_to_store_kinds_it_does_not_know_yet() -> None:
-    from gateway.convert import UnsupportedKind, to_points
-
-    envelope = make_envelope(station="s", device="d", boot=1, seq=1, ts=TS, body=BODIES[0])
-    with pytest.raises(UnsupportedKind) as caught:
-        to_points(envelope)
-    assert caught.value.reason == "unsupported"

@@ -14,10 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from contracts import StatusBody, TemperatureBody, encode, make_envelope
+from contracts import (
+    CommandResultBody,
+    DeviceTopic,
+    ScanBody,
+    StatusBody,
+    TemperatureBody,
+    encode,
+    make_envelope,
+)
 from gateway.config import BrokerConfig
 from gateway.consumer import create_session
-from gateway.convert import DEADLETTER, DEVICE_STATUS, TEMPERATURE
+from gateway.convert import COMMAND_RESULT, DEADLETTER, DEVICE_STATUS, EVENT, TEMPERATURE
 from gateway.service import GatewayWorker
 from gateway.telemetry import TelemetryStore, open_store
 from gateway.telemetry.config import SqliteStoreConfig
@@ -239,6 +247,34 @@ def test_points_the_store_rejects_are_dead_lettered_one_by_one(
     assert gateway.ingestor.stats.deadletters["store"] == 2
     assert gateway.ingestor.stats.stored == 1
     assert stored(reader) == []
+
+
+def test_a_created_session_keeps_every_channel_a_device_sends_on(
+    mosquitto: Mosquitto, dev1: Publisher, store_config: SqliteStoreConfig, reader: TelemetryStore
+) -> None:
+    """Events and command results sent before the gateway's first run are kept too."""
+    broker = BrokerConfig(
+        host=mosquitto.host, port=mosquitto.port, username=GATEWAY_USER, password=GATEWAY_PASSWORD
+    )
+    create_session(broker, client_id="gw-test")
+    bodies = [
+        TemperatureBody(probe="p1", celsius=1.0),
+        ScanBody(reader="r1", code="SF1234567890"),
+        CommandResultBody(command_id="c-1", command="report_status", ok=True),
+        StatusBody(state="online", boot=1, version="test"),
+    ]
+    for seq, body in enumerate(bodies, start=1):
+        envelope = make_envelope(station="st1", device="dev1", boot=1, seq=seq, ts=T0, body=body)
+        dev1.publish(str(DeviceTopic("st1", "dev1", envelope.message_channel)), encode(envelope))
+    gateway = gateway_worker(mosquitto, store_config)
+    gateway.start()
+    try:
+        wait_until(lambda: gateway.ingestor.stats.stored == 4, what="the four queued messages")
+    finally:
+        gateway.stop()
+    tags = {"station": "st1", "device": "dev1"}
+    assert [v.value for v in reader.query_series(EVENT, "seq", {**tags, "kind": "scan"})] == [2]
+    assert [v.value for v in reader.query_series(COMMAND_RESULT, "seq", tags)] == [3]
 
 
 def test_two_worker_processes_share_the_stream_and_stop_cleanly(
