@@ -15,14 +15,16 @@ from edge.errors import EdgeError
 from firmware_bridge.errors import BridgeError
 from gateway.errors import GatewayError
 from postedge.localservers import ServerError
+from postedge.logs import LOG_FORMATS, TEXT_FORMAT, LogFormat, log_handler
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = TEXT_FORMAT
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
+    """Text on stderr for people, or JSON lines on stdout for journald (``fmt="json"``)."""
+    logging.basicConfig(level=level, handlers=[log_handler(fmt)], force=True)
     if level != "DEBUG":
         # pymodbus logs every timeout and bad frame; our drivers count those and log each
         # kind of fault once, in words that name the device.
@@ -43,7 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity on stderr (default: INFO)",
+        help="log verbosity (default: INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help=(
+            "text: lines for people on stderr (default); json: one JSON object per line on "
+            "stdout (ts, level, logger, msg, exc), for journald and jq"
+        ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_edge(commands)
@@ -72,6 +83,29 @@ def _add_edge(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     run.add_argument("config", type=Path, metavar="STATION.toml", help="station configuration file")
     run.set_defaults(func=_edge_run)
+    check = sub.add_parser(
+        "check",
+        help="validate a station config and the devices it names, without starting",
+        description=(
+            "Validate STATION.toml, then check each item once and print one OK or FAIL line "
+            "per item: password files, TLS files, the data directory, and (unless "
+            "--no-devices) every Modbus port and probe, DS18B20 probe, scanner port and lock "
+            "board. Publishes nothing. Exit status 0 when all are OK, 1 when any FAILed, "
+            "2 when the config file itself is invalid."
+        ),
+    )
+    check.add_argument(
+        "config", type=Path, metavar="STATION.toml", help="station configuration file"
+    )
+    check.add_argument("--no-devices", action="store_true", help="check the files only")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long each device may take to answer (default 2)",
+    )
+    check.set_defaults(func=_edge_check)
 
 
 def _edge_run(args: argparse.Namespace) -> int:
@@ -79,8 +113,20 @@ def _edge_run(args: argparse.Namespace) -> int:
     from edge.config import load_station_config
 
     config = load_station_config(args.config)
-    asyncio.run(run_until_signalled(EdgeAgent(config)))
+    asyncio.run(run_until_signalled(EdgeAgent(config, config_path=args.config)))
     return 0
+
+
+def _edge_check(args: argparse.Namespace) -> int:
+    from edge.check import check_station
+
+    if not args.timeout > 0:
+        raise ConfigFileError("--timeout must be positive")
+    report = check_station(args.config, devices=not args.no_devices, timeout_s=args.timeout)
+    for line in report.lines():
+        print(line)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _add_gateway(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -117,17 +163,18 @@ def _gateway_run(args: argparse.Namespace) -> int:
         ingest = config.ingest.model_copy(update={"workers": args.workers})
         config = config.model_copy(update={"ingest": ingest})
     level = logging.getLevelName(logging.getLogger().level)
-    return run_gateway(config, setup_logging=_LoggingSetup(level))
+    return run_gateway(config, setup_logging=_LoggingSetup(level, args.log_format))
 
 
 class _LoggingSetup:
     """A picklable logging set-up for spawned gateway workers."""
 
-    def __init__(self, level: str) -> None:
+    def __init__(self, level: str, fmt: LogFormat = "text") -> None:
         self.level = level
+        self.fmt = fmt
 
     def __call__(self) -> None:
-        configure_logging(self.level)
+        configure_logging(self.level, self.fmt)
 
 
 def _add_api(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -209,7 +256,7 @@ def _demo_run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     handler: Handler = args.func
     try:
         return handler(args)
