@@ -7,8 +7,9 @@ import contextlib
 from collections.abc import Callable
 
 from contracts import TemperatureBody
-from edge.config import ModbusBusConfig, ProbeConfig, RegisterConfig
+from edge.config import Ds18b20Config, ModbusBusConfig, ProbeConfig, RegisterConfig
 from firmware_bridge.errors import BridgeError
+from firmware_bridge.probes.ds18b20 import Ds18b20
 from firmware_bridge.probes.modbus import ModbusProbeSpec, ModbusRtuBus, RegisterSpec
 
 
@@ -29,7 +30,8 @@ def probe_spec(probe: ProbeConfig) -> ModbusProbeSpec:
 
 
 class ProbePoller:
-    """Reads every probe of a device's buses once per ``interval_s`` and hands on the readings.
+    """Reads every probe of a device (Modbus buses, 1-wire sensors) once per ``interval_s``
+    and hands on the readings.
 
     A probe that fails is counted and skipped; the other probes carry on. The driver
     logs the fault (once per kind, until the probe works again), so this does not.
@@ -39,9 +41,11 @@ class ProbePoller:
         self,
         buses: list[ModbusBusConfig],
         interval_s: float,
-        on_reading: Callable[[TemperatureBody], None],
+        on_reading: Callable[[TemperatureBody], object],
+        ds18b20: list[Ds18b20Config] | None = None,
     ) -> None:
         self._bus_configs = buses
+        self._w1_configs = ds18b20 or []
         self._interval = interval_s
         self._on_reading = on_reading
         self.read_errors = 0
@@ -53,16 +57,31 @@ class ProbePoller:
                 bus = ModbusRtuBus(config.port, baudrate=config.baudrate, timeout=config.timeout_s)
                 await stack.enter_async_context(bus)
                 buses.append((bus, [probe_spec(probe) for probe in config.probes]))
+            sensors = [
+                Ds18b20(c.sensor, probe=c.probe, base=c.base, timeout=c.timeout_s)
+                for c in self._w1_configs
+            ]
             loop = asyncio.get_running_loop()
             due = loop.time()
             while not stop.is_set():
-                await asyncio.gather(*(self._read_bus(bus, specs) for bus, specs in buses))
+                await asyncio.gather(
+                    *(self._read_bus(bus, specs) for bus, specs in buses),
+                    *(self._read_sensor(sensor) for sensor in sensors),
+                )
                 due += self._interval
                 now = loop.time()
                 if due < now:  # fell behind (slow bus): skip the missed slots, keep the rate
                     due = now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=due - now)
+
+    async def _read_sensor(self, sensor: Ds18b20) -> None:
+        try:
+            reading = await sensor.read()
+        except BridgeError:
+            self.read_errors += 1
+            return
+        self._on_reading(reading)
 
     async def _read_bus(self, bus: ModbusRtuBus, specs: list[ModbusProbeSpec]) -> None:
         for spec in specs:
