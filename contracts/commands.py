@@ -178,7 +178,10 @@ class CommandResultBody(BaseModel):
 
     model_config = _STRICT
 
-    command_id: CommandId | None = Field(description="None when the command had no readable id")
+    # Defaults to None: encode() leaves None fields out, and decode() must take them back.
+    command_id: CommandId | None = Field(
+        default=None, description="None when the command had no readable id"
+    )
     command: CommandName | None = None
     ok: bool
     error: ErrorText | None = None

@@ -22,7 +22,7 @@ from contracts.timestamps import utc_now
 from edge.commandlog import CommandLog
 from edge.commands import CommandFailed, Handler
 from edge.config import StationConfig, load_station_config
-from edge.device import DeviceRuntime, run_until
+from edge.device import DeviceRuntime
 from edge.health import HealthSampler
 from edge.outbox import Outbox
 
@@ -74,6 +74,7 @@ class EdgeAgent:
                 outbox=self.outbox,
                 commands=self.commands,
                 station_handlers=station_handlers,
+                on_answered=self._reload_if_asked,
             )
             for device in self.config.devices
         }
@@ -82,8 +83,18 @@ class EdgeAgent:
             await stop.wait()
             generation.set()
 
-        work = [runtime.run(generation) for runtime in self._runtimes.values()]
-        await run_until(generation, [end_generation_on_stop(), self._health_loop(), *work])
+        # Devices end by themselves when the generation ends, so each stops cleanly (its
+        # link says offline); only the helpers are cancelled. One device failing stops all.
+        async with asyncio.TaskGroup() as group:
+            for runtime in self._runtimes.values():
+                group.create_task(runtime.run(generation))
+            helpers = [
+                group.create_task(end_generation_on_stop()),
+                group.create_task(self._health_loop()),
+            ]
+            await generation.wait()
+            for task in helpers:
+                task.cancel()
 
     # -- health ---------------------------------------------------------------------
 
@@ -134,6 +145,11 @@ class EdgeAgent:
 
     # -- station-wide commands --------------------------------------------------------
 
+    def _reload_if_asked(self) -> None:
+        """After a command's result is in the outbox: end the generation for a reload."""
+        if self._next_config is not None:
+            self._generation.set()
+
     def _report_status_handler(self, device: str) -> Handler:
         async def handle(args: BaseModel) -> dict[str, JsonValue]:
             body = self._publish_health()
@@ -145,10 +161,7 @@ class EdgeAgent:
     def _reload_handler(self, device: str) -> Handler:
         async def handle(args: BaseModel) -> dict[str, JsonValue]:
             new = self._load_for_reload()
-            self._next_config = new
-            # The result is committed to the outbox by the command's task before it next
-            # awaits; ending the generation only wakes the other tasks after that.
-            self._generation.set()
+            self._next_config = new  # swapped in once this result is in the outbox
             return {"devices": [d.id for d in new.devices]}
 
         return handle

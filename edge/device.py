@@ -58,6 +58,7 @@ class DeviceRuntime:
         outbox: Outbox,
         commands: CommandLog,
         station_handlers: StationHandlers,
+        on_answered: Callable[[], None] | None = None,
     ) -> None:
         self.station = config.station
         self.config = device
@@ -66,6 +67,7 @@ class DeviceRuntime:
         self._outbox = outbox
         self._commands = commands
         self._station_handlers = station_handlers
+        self._on_answered = on_answered
         self._link: DeviceLink | None = None
         self._sender: Sender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,6 +201,8 @@ class DeviceRuntime:
             payload = await self._queue.get()
             result = await processor.process(payload)
             self.emit(result)
+            if self._on_answered is not None:
+                self._on_answered()
 
     def _on_message(self, channel: Channel, payload: bytes) -> None:
         """From the link's thread: receipts to the sender, commands to the event loop."""
