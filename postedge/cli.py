@@ -76,8 +76,11 @@ def _add_edge(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "run",
         help="read the station's devices and publish their readings",
         description=(
-            "Read the probes named in STATION.toml every interval and publish temperature "
-            "envelopes at QoS 1 over MQTT 5, with a retained online/offline status. "
+            "Run the devices named in STATION.toml (probes, scanner, lock boards): every "
+            "reading and event is committed to the outbox in data_dir, published at QoS 1 "
+            "over MQTT 5 and deleted when the gateway's receipt confirms it is stored. "
+            "Obeys commands on each device's cmd topic, publishes its health every "
+            "health.interval_s, keeps a retained online/offline status. "
             "Stops cleanly on SIGINT or SIGTERM."
         ),
     )
@@ -138,11 +141,12 @@ def _add_gateway(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sub = gateway.add_subparsers(dest="gateway_command", metavar="SUBCOMMAND", required=True)
     run = sub.add_parser(
         "run",
-        help="consume telemetry and status from the broker into the telemetry store",
+        help="consume device streams from the broker into the telemetry store",
         description=(
             "Hold a persistent MQTT 5 session on the shared subscription "
-            "$share/gateway/postedge/v1/+/+/{telemetry,status}, validate every envelope, "
-            "write it to the configured store and acknowledge it only after the write. "
+            "$share/gateway/postedge/v1/+/+/{telemetry,event,status,cmd/result}, validate "
+            "every envelope, write it to the configured store, then send the device a "
+            "receipt naming what was stored and acknowledge it only after the write. "
             "Invalid input goes to postedge/v1/_deadletter/{reason}. "
             "Stops cleanly on SIGINT or SIGTERM."
         ),
