@@ -114,3 +114,74 @@ def test_gateway_and_api_configs_resolve_the_sqlite_path(tmp_path: Path) -> None
 def test_gateway_store_kind_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="store"):
         load_gateway_config(write(tmp_path, '[store]\nkind = "mongodb"\n', "gateway.toml"))
+
+
+FULL_STATION = """
+station = "village-23"
+
+[broker]
+port = 8883
+tls = { ca_file = "tls/ca.pem", cert_file = "tls/box.crt", key_file = "tls/box.key" }
+
+[limits]
+outbox_max_mb = 64
+inflight = 2000
+
+[health]
+interval_s = 30
+device = "locker"
+
+[[devices]]
+id = "locker"
+tls_cert_file = "tls/locker.crt"
+tls_key_file = "tls/locker.key"
+scanner = { port = "/dev/ttyACM0", reader = "locker-scanner" }
+lockboard = { port = "/dev/ttyUSB1", boards = [1, 2] }
+
+[[devices]]
+id = "box"
+ds18b20 = [{ sensor = "28-0123456789ab", probe = "box", base = "w1" }]
+"""
+
+
+def test_every_driver_tls_limits_and_health_load_with_paths_resolved(tmp_path: Path) -> None:
+    config = load_station_config(write(tmp_path, FULL_STATION))
+    assert config.broker.tls is not None
+    assert config.broker.tls.ca_file == tmp_path / "tls/ca.pem"
+    assert config.broker.tls.key_file == tmp_path / "tls/box.key"
+    locker, box = config.devices
+    assert locker.tls_cert_file == tmp_path / "tls/locker.crt"
+    assert locker.scanner is not None
+    assert locker.scanner.suffix == "CR"
+    assert locker.lockboard is not None
+    assert locker.lockboard.boards == [1, 2]
+    assert box.ds18b20[0].base == tmp_path / "w1"
+    assert box.probe_ids() == ["box"]
+    assert config.limits.inflight == 2000
+    assert config.health_device == "locker"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('device = "locker"', 'device = "nobody"'), "health.device 'nobody'"),
+        (('tls_key_file = "tls/locker.key"\n', ""), "tls_cert_file and tls_key_file together"),
+        (("boards = [1, 2]", "boards = [1, 1]"), "listed twice"),
+        (("inflight = 2000", "inflight = 70000"), "limits.inflight"),
+        (('sensor = "28-0123456789ab"', 'sensor = "10-x"'), "devices.1.ds18b20.0.sensor"),
+    ],
+)
+def test_inconsistent_station_files_are_refused_by_name(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    text = FULL_STATION.replace(*change)
+    assert text != FULL_STATION
+    with pytest.raises(ConfigFileError) as caught:
+        load_station_config(write(tmp_path, text))
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(str(tmp_path / "station.toml"))
+
+
+def test_the_health_device_defaults_to_the_first_device(tmp_path: Path) -> None:
+    config = load_station_config(write(tmp_path, STATION))
+    assert config.health_device == "medbox"
