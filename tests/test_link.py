@@ -22,7 +22,8 @@ import pytest
 from contracts import Channel, DeviceTopic, TemperatureBody, decode, encode
 from edge.config import BrokerConfig, TlsConfig
 from edge.errors import EdgeError
-from edge.link import Backoff, DeviceLink, connect_failure, ssl_text
+from edge.link import DeviceLink
+from edge.linkfaults import Backoff, connect_failure, ssl_text
 from edge.sequence import SequenceStore
 from gateway.mosquitto import AclRule, password_line
 from postedge.localservers import Mosquitto, free_port
