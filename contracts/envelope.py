@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from contracts.commands import CommandResultBody
 from contracts.events import DivertBody, DoorBody, InductionBody, ScanBody, XrayBody
 from contracts.ids import Identifier
+from contracts.station import AcceptanceBody, DepositBody, DepositRequestBody, PickupBody
 from contracts.telemetry import HealthBody, StatusBody, TemperatureBody
 from contracts.timestamps import UtcTimestamp
 from contracts.topics import Channel
@@ -35,6 +36,10 @@ class Kind(StrEnum):
     DIVERT = "divert"
     XRAY = "xray"
     HEALTH = "health"
+    ACCEPTANCE = "acceptance"
+    DEPOSIT_REQUEST = "deposit_request"
+    DEPOSIT = "deposit"
+    PICKUP = "pickup"
     COMMAND_RESULT = "command_result"
 
 
@@ -47,6 +52,10 @@ CHANNEL_OF_KIND: dict[Kind, Channel] = {
     Kind.DIVERT: Channel.EVENT,
     Kind.XRAY: Channel.EVENT,
     Kind.HEALTH: Channel.TELEMETRY,
+    Kind.ACCEPTANCE: Channel.EVENT,
+    Kind.DEPOSIT_REQUEST: Channel.EVENT,
+    Kind.DEPOSIT: Channel.EVENT,
+    Kind.PICKUP: Channel.EVENT,
     Kind.COMMAND_RESULT: Channel.CMD_RESULT,
 }
 """The one channel each kind travels on."""
@@ -138,6 +147,26 @@ class CommandResultEnvelope(_EnvelopeBase):
     body: CommandResultBody
 
 
+class AcceptanceEnvelope(_EnvelopeBase):
+    kind: Literal["acceptance"] = "acceptance"
+    body: AcceptanceBody
+
+
+class DepositRequestEnvelope(_EnvelopeBase):
+    kind: Literal["deposit_request"] = "deposit_request"
+    body: DepositRequestBody
+
+
+class DepositEnvelope(_EnvelopeBase):
+    kind: Literal["deposit"] = "deposit"
+    body: DepositBody
+
+
+class PickupEnvelope(_EnvelopeBase):
+    kind: Literal["pickup"] = "pickup"
+    body: PickupBody
+
+
 AnyEnvelope = (
     TemperatureEnvelope
     | StatusEnvelope
@@ -148,6 +177,10 @@ AnyEnvelope = (
     | XrayEnvelope
     | HealthEnvelope
     | CommandResultEnvelope
+    | AcceptanceEnvelope
+    | DepositRequestEnvelope
+    | DepositEnvelope
+    | PickupEnvelope
 )
 Envelope = Annotated[AnyEnvelope, Field(discriminator="kind")]
 """Any envelope, discriminated by ``kind``."""
@@ -162,6 +195,10 @@ AnyBody = (
     | XrayBody
     | HealthBody
     | CommandResultBody
+    | AcceptanceBody
+    | DepositRequestBody
+    | DepositBody
+    | PickupBody
 )
 
 _ENVELOPE_OF_BODY: dict[type[BaseModel], type[_EnvelopeBase]] = {
@@ -174,6 +211,10 @@ _ENVELOPE_OF_BODY: dict[type[BaseModel], type[_EnvelopeBase]] = {
     XrayBody: XrayEnvelope,
     HealthBody: HealthEnvelope,
     CommandResultBody: CommandResultEnvelope,
+    AcceptanceBody: AcceptanceEnvelope,
+    DepositRequestBody: DepositRequestEnvelope,
+    DepositBody: DepositEnvelope,
+    PickupBody: PickupEnvelope,
 }
 
 

@@ -116,7 +116,10 @@ class IdentityRead(BaseModel):
     id_number: str = Field(min_length=5, max_length=32, pattern=r"^[A-Za-z0-9]+$", repr=False)
     authority: str = Field(min_length=1, max_length=128, repr=False)
     valid_from: dt.date
-    valid_until: dt.date | None = Field(description="None for a long-term (长期) document")
+    # Defaults to None: encode() leaves None fields out, and decode() must take them back.
+    valid_until: dt.date | None = Field(
+        default=None, description="None for a long-term (长期) document"
+    )
 
     @model_validator(mode="after")
     def _valid_period(self) -> IdentityRead:

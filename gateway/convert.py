@@ -42,6 +42,7 @@ from contracts import (
     TemperatureEnvelope,
     XrayEnvelope,
 )
+from contracts.envelope import DepositEnvelope, DepositRequestEnvelope, PickupEnvelope
 from contracts.timestamps import to_epoch_ms
 from gateway.deadletter import DeadLetter
 from gateway.telemetry import FieldValue, TelemetryPoint
@@ -55,8 +56,28 @@ DEADLETTER = "deadletter"
 
 _NS_PER_MS = 1_000_000
 
-EventEnvelope = ScanEnvelope | DoorEnvelope | InductionEnvelope | DivertEnvelope | XrayEnvelope
-EVENT_ENVELOPES = (ScanEnvelope, DoorEnvelope, InductionEnvelope, DivertEnvelope, XrayEnvelope)
+EventEnvelope = (
+    ScanEnvelope
+    | DoorEnvelope
+    | InductionEnvelope
+    | DivertEnvelope
+    | XrayEnvelope
+    | DepositRequestEnvelope
+    | DepositEnvelope
+    | PickupEnvelope
+)
+"""Events stored as they came: none of them carries personal data. An acceptance does
+(the sender's identity) and is not an event of this kind."""
+EVENT_ENVELOPES = (
+    ScanEnvelope,
+    DoorEnvelope,
+    InductionEnvelope,
+    DivertEnvelope,
+    XrayEnvelope,
+    DepositRequestEnvelope,
+    DepositEnvelope,
+    PickupEnvelope,
+)
 
 
 class UnsupportedKind(ContractError):

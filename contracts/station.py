@@ -1,0 +1,162 @@
+"""Bodies of station workflow events (channel ``event``) and the gateway's decisions.
+
+Counter acceptance, locker deposits and pickups are events a station's edge agent
+publishes; the gateway answers some of them on the device's ``decision`` topic.
+
+An :class:`AcceptanceBody` carries the sender's identity (personal data) to the gateway,
+which validates, encrypts and masks it before anything is stored; its repr and
+validation errors never show it. Nothing here logs or prints personal data.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from contracts.events import IdentityRead, Waybill
+from contracts.ids import Identifier
+from contracts.timestamps import UtcTimestamp
+
+_BODY = ConfigDict(strict=True, extra="forbid", frozen=True)
+_PERSONAL = ConfigDict(strict=True, extra="forbid", frozen=True, hide_input_in_errors=True)
+
+DivisionCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
+"""A 12-digit administrative division code (统计用区划代码): province, city, county,
+township, village."""
+
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Inspection(BaseModel):
+    """The clerk's inspection at acceptance (收寄验视)."""
+
+    model_config = _BODY
+
+    inspected: bool
+    declared_contents: ShortText
+    refused_items: list[ShortText] = Field(default_factory=list, max_length=20)
+
+
+class AcceptanceBody(BaseModel):
+    """A parcel accepted at a station counter: the parcel's ledger entry starts here.
+
+    ``sender`` and ``sender_phone`` are personal data (never in a repr or an error).
+    """
+
+    model_config = _PERSONAL
+
+    waybill: Waybill
+    destination: DivisionCode
+    sender: IdentityRead = Field(repr=False)
+    sender_phone: str | None = Field(default=None, max_length=20, repr=False)
+    inspection: Inspection
+    clerk: Identifier
+
+
+class DepositRequestBody(BaseModel):
+    """A locker asks whether it may take a parcel (a sender's send-deposit)."""
+
+    model_config = _BODY
+
+    waybill: Waybill
+    purpose: Literal["send"] = "send"
+
+
+class DepositBody(BaseModel):
+    """A parcel now lies in a locker slot: door closed, item sensor occupied."""
+
+    model_config = _BODY
+
+    waybill: Waybill
+    purpose: Literal["delivery", "send"]
+    board: int = Field(ge=0, le=255)
+    lock: int = Field(ge=1, le=24)
+    courier: Identifier | None = None
+
+
+class PickupBody(BaseModel):
+    """A recipient took a parcel out of a locker slot."""
+
+    model_config = _BODY
+
+    waybill: Waybill
+    board: int = Field(ge=0, le=255)
+    lock: int = Field(ge=1, le=24)
+
+
+SortReason = Literal[
+    "no_realname", "no_xray", "xray_hold", "unknown_destination", "duplicate_induction",
+    "unknown_parcel",
+]  # fmt: skip
+"""Why a parcel goes to the exception chute."""
+
+
+class SortDecision(BaseModel):
+    """The gateway's answer to a sorter induction: a chute, or the exception chute and why."""
+
+    model_config = _BODY
+
+    kind: Literal["sort"] = "sort"
+    transaction: int = Field(ge=0, le=0xFFFFFFFF)
+    waybill: Waybill | None
+    chute: int = Field(ge=0, le=0xFFFF)
+    reason: SortReason | None = Field(
+        default=None, description="None when routed to its destination"
+    )
+
+
+class DepositDecision(BaseModel):
+    """The gateway's answer to a send-deposit request."""
+
+    model_config = _BODY
+
+    kind: Literal["deposit"] = "deposit"
+    waybill: Waybill
+    allowed: bool
+    reason: Literal["no_realname"] | None = None
+
+
+class PickupCode(BaseModel):
+    """One parcel's pickup code as a locker keeps it: hashed, never in clear."""
+
+    model_config = _BODY
+
+    waybill: Waybill
+    board: int = Field(ge=0, le=255)
+    lock: int = Field(ge=1, le=24)
+    salt: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    code_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    expires: UtcTimestamp | None = None
+
+
+class PickupCodes(BaseModel):
+    """The full list of a locker's valid pickup codes (it replaces the previous one)."""
+
+    model_config = _BODY
+
+    kind: Literal["pickup_codes"] = "pickup_codes"
+    version: int = Field(ge=1)
+    codes: list[PickupCode] = Field(max_length=1000)
+
+
+class DecisionMessage(BaseModel):
+    """What the gateway publishes on a device's ``decision`` topic.
+
+    ``request`` is the message id of the event decided on (absent for a code-list sync).
+    """
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        validate_by_alias=True,
+        validate_by_name=True,
+        serialize_by_alias=True,
+    )
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,160}$")]
+    ts: UtcTimestamp
+    request: str | None = Field(default=None, max_length=160)
+    body: Annotated[SortDecision | DepositDecision | PickupCodes, Field(discriminator="kind")]
