@@ -38,6 +38,27 @@ SUBSCRIBED_CHANNELS = (Channel.TELEMETRY, Channel.EVENT, Channel.STATUS, Channel
 _SUBSCRIBE_OPTIONS = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
 
 
+@dataclass(frozen=True)
+class Subscription:
+    """A shared-subscription group and the device channels it takes."""
+
+    group: str
+    channels: tuple[Channel, ...]
+
+    def filters(self) -> list[tuple[str, SubscribeOptions]]:
+        return [
+            (shared(device_filter(channel), self.group), _SUBSCRIBE_OPTIONS)
+            for channel in self.channels
+        ]
+
+
+STORE_SUBSCRIPTION = Subscription("gateway", SUBSCRIBED_CHANNELS)
+"""Everything devices send, for the telemetry store."""
+LEDGER_SUBSCRIPTION = Subscription("ledger", (Channel.EVENT,))
+"""Station events, for the ledger and its decisions: a group of its own, so decisions
+never wait for the telemetry store."""
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
     """One received message, not yet acknowledged."""
@@ -51,8 +72,16 @@ class Inbound:
 class MqttConsumer:
     """Receives into an in-memory inbox; :meth:`take` hands out batches, :meth:`ack` confirms."""
 
-    def __init__(self, broker: BrokerConfig, *, client_id: str, receive_maximum: int) -> None:
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        *,
+        client_id: str,
+        receive_maximum: int,
+        subscription: Subscription = STORE_SUBSCRIPTION,
+    ) -> None:
         self._broker = broker
+        self._subscription = subscription
         self._client_id = client_id
         self._receive_maximum = receive_maximum
         self._client: paho.Client | None = None
@@ -166,8 +195,7 @@ class MqttConsumer:
             return
         self.connects += 1
         self._report.connected(f" (session {'resumed' if flags.session_present else 'new'})")
-        options = _SUBSCRIBE_OPTIONS
-        client.subscribe([(shared(device_filter(ch)), options) for ch in SUBSCRIBED_CHANNELS])
+        client.subscribe(self._subscription.filters())
 
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
@@ -190,7 +218,13 @@ class MqttConsumer:
         self._connected.clear()
 
 
-def create_session(broker: BrokerConfig, *, client_id: str, timeout: float = 10.0) -> None:
+def create_session(
+    broker: BrokerConfig,
+    *,
+    client_id: str,
+    subscription: Subscription = STORE_SUBSCRIPTION,
+    timeout: float = 10.0,
+) -> None:
     """Create the gateway's persistent session and subscriptions at the broker, then leave.
 
     From then on the broker queues device messages for ``client_id`` even before the
@@ -209,8 +243,7 @@ def create_session(broker: BrokerConfig, *, client_id: str, timeout: float = 10.
             refused.append(reason_text(reason))
             subscribed.set()
             return
-        options = _SUBSCRIBE_OPTIONS
-        c.subscribe([(shared(device_filter(ch)), options) for ch in SUBSCRIBED_CHANNELS])
+        c.subscribe(subscription.filters())
 
     client.on_connect = on_connect
     client.on_subscribe = lambda *args: subscribed.set()

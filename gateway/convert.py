@@ -42,7 +42,12 @@ from contracts import (
     TemperatureEnvelope,
     XrayEnvelope,
 )
-from contracts.envelope import DepositEnvelope, DepositRequestEnvelope, PickupEnvelope
+from contracts.envelope import (
+    AcceptanceEnvelope,
+    DepositEnvelope,
+    DepositRequestEnvelope,
+    PickupEnvelope,
+)
 from contracts.timestamps import to_epoch_ms
 from gateway.deadletter import DeadLetter
 from gateway.telemetry import FieldValue, TelemetryPoint
@@ -98,6 +103,8 @@ def to_points(envelope: AnyEnvelope) -> list[TelemetryPoint]:
         return [event_point(envelope)]
     if isinstance(envelope, CommandResultEnvelope):
         return [command_result_point(envelope)]
+    if isinstance(envelope, AcceptanceEnvelope):
+        return [acceptance_point(envelope)]
     raise UnsupportedKind(f"the gateway does not store {envelope.kind} messages")
 
 
@@ -189,6 +196,18 @@ def event_point(envelope: EventEnvelope) -> TelemetryPoint:
             "seq": envelope.seq,
             "msg_id": envelope.id,
         },
+        time_ns=unique_time_ns(envelope),
+    )
+
+
+def acceptance_point(envelope: AcceptanceEnvelope) -> TelemetryPoint:
+    """An acceptance as an ``event`` point *without* the sender's identity and phone:
+    personal data goes only to the ledger, encrypted; the telemetry store never sees it."""
+    body = envelope.body.model_dump_json(exclude_none=True, exclude={"sender", "sender_phone"})
+    return TelemetryPoint(
+        measurement=EVENT,
+        tags={"station": envelope.station, "device": envelope.device, "kind": envelope.kind},
+        fields={"body": body, "seq": envelope.seq, "msg_id": envelope.id},
         time_ns=unique_time_ns(envelope),
     )
 

@@ -249,3 +249,33 @@ def test_every_kind_round_trips_through_influxdb(influx_store: TelemetryStore) -
     assert [v.value for v in warnings] == ["disk nearly full; clock jumped"]
     depth = influx_store.last(AGENT_HEALTH, "outbox_depth", ["station", "device"])
     assert [(dict(v.tags), v.value) for v in depth] == [(TAGS, 3)]
+
+
+def test_an_acceptance_is_stored_without_the_senders_identity() -> None:
+    """Personal data never reaches the telemetry store: name, number, authority, phone."""
+    import datetime as dt
+
+    from contracts import AcceptanceBody, IdentityRead, Inspection
+
+    sender = IdentityRead(
+        name="张三丰",
+        id_type="resident",
+        id_number="11010519491231002X",
+        authority="北京市公安局西城分局",
+        valid_from=dt.date(2020, 1, 1),
+    )
+    body = AcceptanceBody(
+        waybill="YT1234567",
+        destination="410523000000",
+        sender=sender,
+        sender_phone="13800138000",
+        inspection=Inspection(inspected=True, declared_contents="tea"),
+        clerk="clerk-7",
+    )
+    envelope = make_envelope(station="st", device="counter", boot=1, seq=3, ts=TS, body=body)
+    (point,) = to_points(envelope)
+    stored = repr(point)
+    for secret in ("张三丰", "11010519491231002X", "北京市公安局", "13800138000", "1949"):
+        assert secret not in stored
+    assert json.loads(str(point.fields["body"]))["waybill"] == "YT1234567"
+    assert point.tags["kind"] == "acceptance"
