@@ -8,7 +8,9 @@ a dependency on ``mosquitto_passwd``.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,6 +29,22 @@ def password_line(username: str, password: str, *, salt: bytes | None = None) ->
     encoded_salt = base64.b64encode(salt).decode()
     encoded_key = base64.b64encode(key).decode()
     return f"{username}:$7${_ITERATIONS}${encoded_salt}${encoded_key}"
+
+
+def password_matches(line: str, password: str) -> bool:
+    """Whether a ``$7$`` password-file line (as :func:`password_line` writes) holds
+    ``password``; lets a re-run keep the line, salt and all, instead of rewriting it."""
+    _, _, hashed = line.strip().partition(":")
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
+        return False
+    try:
+        salt = base64.b64decode(parts[3], validate=True)
+        expected = base64.b64decode(parts[4], validate=True)
+    except binascii.Error:
+        return False
+    key = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(parts[2]), dklen=64)
+    return hmac.compare_digest(key, expected)
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,29 @@ def device_acl() -> list[str]:
         "pattern read postedge/v1/+/%u/cmd",
         "pattern read postedge/v1/+/%u/decision",
         "pattern read postedge/v1/+/%u/receipt",
+    ]
+
+
+_DEVICE_WRITES = ("telemetry", "event", "status", "cmd/result")
+_DEVICE_READS = ("cmd", "decision", "receipt")
+
+
+GATEWAY_RULES = (AclRule("readwrite", "#"), AclRule("readwrite", "$share/#"))
+"""The gateway user reads and writes everything, shared subscriptions included."""
+
+
+def device_rules(station: str, device: str) -> list[AclRule]:
+    """One device's rules with its registered station spelt out.
+
+    Stricter than :func:`device_acl`'s patterns, which let a device publish as itself
+    under any station: a ``user`` block from the registry pins the station too.
+    """
+    validate_id(station, "station id")
+    validate_id(device, "device id")
+    base = f"postedge/v1/{station}/{device}"
+    return [
+        *(AclRule("write", f"{base}/{channel}") for channel in _DEVICE_WRITES),
+        *(AclRule("read", f"{base}/{channel}") for channel in _DEVICE_READS),
     ]
 
 

@@ -154,6 +154,61 @@ def _add_gateway(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("config", type=Path, metavar="GATEWAY.toml", help="gateway configuration file")
     run.add_argument("--workers", type=int, help="worker processes (overrides [ingest] workers)")
     run.set_defaults(func=_gateway_run)
+    _add_gateway_provision(sub)
+
+
+def _add_gateway_provision(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    provision = sub.add_parser(
+        "provision",
+        help="write Mosquitto passwords, ACL and client certificates from the device registry",
+        description=(
+            "Write Mosquitto password and ACL files from REGISTRY.toml into --out: a device "
+            "may publish only under its own postedge/v1/{station}/{device}/... and read only "
+            "its own cmd, decision and receipt topics; the gateway user reads and writes "
+            "everything. Device passwords are generated into DIR/secrets/{device}.secret "
+            "(mode 0600) and kept on later runs unless --rotate names the device. With "
+            "--certs, also a CA, a broker certificate and a client certificate per device "
+            "(CN = device id) for TLS with use_identity_as_username, and the listener lines "
+            "in DIR/mosquitto-tls.conf. Prints one line per file written or kept, never a "
+            "secret. Exit status 0, or 2 for an invalid registry or option."
+        ),
+    )
+    provision.add_argument(
+        "registry", type=Path, metavar="REGISTRY.toml", help="device registry file"
+    )
+    provision.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="where the files go"
+    )
+    provision.add_argument(
+        "--gateway-user", default="gateway", metavar="NAME", help="gateway MQTT user (gateway)"
+    )
+    provision.add_argument(
+        "--gateway-password-file",
+        type=Path,
+        metavar="FILE",
+        help="the gateway user's password (default: generated into DIR/secrets/)",
+    )
+    provision.add_argument(
+        "--rotate",
+        action="append",
+        default=[],
+        metavar="DEVICE",
+        help="replace this device's password (and certificate); repeatable",
+    )
+    provision.add_argument(
+        "--certs", action="store_true", help="issue TLS certificates from a CA as well"
+    )
+    provision.add_argument(
+        "--ca-dir", type=Path, metavar="DIR", help="the CA's directory (default: OUT/ca)"
+    )
+    provision.add_argument(
+        "--server-name",
+        action="extend",
+        nargs="+",
+        metavar="HOST",
+        help="broker names for its certificate (default: localhost 127.0.0.1)",
+    )
+    provision.set_defaults(func=_gateway_provision)
 
 
 def _gateway_run(args: argparse.Namespace) -> int:
@@ -168,6 +223,25 @@ def _gateway_run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"ingest": ingest})
     level = logging.getLevelName(logging.getLogger().level)
     return run_gateway(config, setup_logging=_LoggingSetup(level, args.log_format))
+
+
+def _gateway_provision(args: argparse.Namespace) -> int:
+    from gateway.provision import DEFAULT_SERVER_NAMES, ProvisionOptions, provision
+    from gateway.registry import load_registry
+
+    registry = load_registry(args.registry)
+    options = ProvisionOptions(
+        out=args.out,
+        gateway_user=args.gateway_user,
+        gateway_password_file=args.gateway_password_file,
+        certs=args.certs,
+        ca_dir=args.ca_dir,
+        server_names=tuple(args.server_name or DEFAULT_SERVER_NAMES),
+        rotate=frozenset(args.rotate),
+    )
+    for report in provision(registry, options):
+        print(report)
+    return 0
 
 
 class _LoggingSetup:
