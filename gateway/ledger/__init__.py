@@ -1,0 +1,35 @@
+"""The parcel ledger: SQLAlchemy 2 Core over SQLite (default) or PostgreSQL.
+
+- :mod:`.engine` — :class:`Ledger`: connection rules, transactions, open/close.
+- :mod:`.schema` — the tables, version by version (the docstring lists them).
+- :mod:`.migrations` — versioned migrations, one transaction each, under a lock.
+- :mod:`.repository` (with :mod:`.decisions` and :mod:`.lockers`) — :class:`LedgerTx`,
+  what the decision engine reads and writes inside one transaction.
+- :mod:`.sync` — the device registry copied into the ledger.
+- :mod:`.errors` — :class:`LedgerError` and the translation of database errors.
+"""
+
+from gateway.ledger.decisions import DecisionRow, Processed
+from gateway.ledger.engine import Ledger
+from gateway.ledger.errors import LedgerConflict, LedgerError, LedgerUnavailable
+from gateway.ledger.lockers import Location, StoredCode
+from gateway.ledger.migrations import MIGRATIONS, Migration
+from gateway.ledger.repository import Coverage, Hold, LedgerTx, Parcel, RealnameRow
+
+__all__ = [
+    "MIGRATIONS",
+    "Coverage",
+    "DecisionRow",
+    "Hold",
+    "Ledger",
+    "LedgerConflict",
+    "LedgerError",
+    "LedgerTx",
+    "LedgerUnavailable",
+    "Location",
+    "Migration",
+    "Parcel",
+    "Processed",
+    "RealnameRow",
+    "StoredCode",
+]

@@ -1,0 +1,101 @@
+"""Versioned schema migrations, applied by :meth:`gateway.ledger.Ledger.open`.
+
+``schema_migrations`` (version PK, applied_at, description) records every version applied.
+:data:`MIGRATIONS` is the ordered list; version N is ``MIGRATIONS[N - 1]``. Each migration
+runs in a transaction of its own together with its ``schema_migrations`` row, so a
+database is always at exactly one version.
+
+Two gateway processes opening one database at once must not both migrate. Every step
+takes the database's migration lock first, inside its transaction: PostgreSQL a
+transaction-level advisory lock, SQLite the write lock (``BEGIN IMMEDIATE``, which the
+engine issues for every transaction). The step then reads the current version again, so
+whoever waited finds the work done and applies nothing. A database newer than this code
+is refused rather than used: its meaning may have changed under us.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, select
+
+from gateway.ledger.errors import LedgerError
+from gateway.ledger.schema import NAMING, UtcDateTime, define_v1
+
+MIGRATION_LOCK_KEY = 0x706F73746564_01
+"""The PostgreSQL advisory lock key of the migration lock (``posted`` + 1)."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema version: what it does, and the function that does it on a connection."""
+
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _create_v1(connection: Connection) -> None:
+    define_v1(MetaData(naming_convention=NAMING)).create_all(connection)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("stations, devices, routes, parcels, real-name, X-ray, decisions, codes", _create_v1),
+)
+"""Every version in order. Append only: a released migration is never edited."""
+
+_VERSIONS = Table(
+    "schema_migrations",
+    MetaData(naming_convention=NAMING),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", UtcDateTime(), nullable=False),
+    Column("description", String(200), nullable=False),
+)
+
+
+def lock(connection: Connection, key: int) -> None:
+    """Take a transaction-scoped lock named ``key`` (PostgreSQL; SQLite's ``BEGIN
+    IMMEDIATE`` already holds the database's only write lock)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+def current_version(connection: Connection) -> int:
+    """The highest version applied; 0 for an empty database."""
+    _VERSIONS.create(connection, checkfirst=True)
+    version = connection.execute(select(func.max(_VERSIONS.c.version))).scalar_one()
+    return int(version or 0)
+
+
+def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Apply the missing migrations one transaction each; return the version reached."""
+    latest = len(migrations)
+    while True:
+        with engine.begin() as connection:
+            lock(connection, MIGRATION_LOCK_KEY)
+            version = current_version(connection)
+            if version > latest:
+                raise LedgerError(
+                    f"database schema version {version} is newer than this gateway ({latest})"
+                )
+            if version == latest:
+                return version
+            step = migrations[version]
+            step.apply(connection)
+            connection.execute(
+                _VERSIONS.insert().values(
+                    version=version + 1,
+                    applied_at=datetime.now(UTC),
+                    description=step.description,
+                )
+            )
+
+
+def applied(engine: Engine) -> list[tuple[int, str]]:
+    """(version, description) of every migration applied, oldest first."""
+    with engine.begin() as connection:
+        rows = connection.execute(
+            select(_VERSIONS.c.version, _VERSIONS.c.description).order_by(_VERSIONS.c.version)
+        )
+        return [(int(row.version), str(row.description)) for row in rows]
