@@ -20,8 +20,9 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from contracts.configfile import load_toml_model, resolve
 from contracts.ids import Identifier
@@ -71,18 +72,68 @@ class IngestConfig(BaseModel):
     stats_interval_s: float = Field(default=60.0, gt=0)
 
 
+class LedgerConfig(BaseModel):
+    """The parcel ledger and the decision path (off unless this section is present)."""
+
+    model_config = _STRICT
+
+    url: str = Field(
+        default="sqlite:///ledger.sqlite",
+        description="SQLAlchemy URL: sqlite:///relative/or/absolute.sqlite or "
+        "postgresql+psycopg://user@host/db",
+    )
+    keys_file: Path | None = Field(
+        default=None,
+        description="personal-data keys; without it, the POSTEDGE_PERSONAL_KEYS variable",
+    )
+    receive_maximum: int = Field(default=1000, ge=1, le=65_535)
+
+
+class MetricsConfig(BaseModel):
+    """``GET /metrics`` for Prometheus; worker i listens on ``port + i``."""
+
+    model_config = _STRICT
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535, description="None: no endpoint")
+
+
 class GatewayConfig(BaseModel):
     model_config = _STRICT
 
     broker: BrokerConfig = BrokerConfig()
     store: StoreConfig = SqliteStoreConfig(kind="sqlite", path=Path("telemetry.sqlite"))
     ingest: IngestConfig = IngestConfig()
+    registry: Path | None = Field(
+        default=None,
+        description="the device registry (TOML): with it, every message is checked against "
+        "its device's registered station and role",
+    )
+    ledger: LedgerConfig | None = None
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _ledger_needs_registry(self) -> Self:
+        if self.ledger is not None and self.registry is None:
+            raise ValueError("the [ledger] section needs a registry file (registry = ...)")
+        return self
 
 
 def load_gateway_config(path: Path) -> GatewayConfig:
     """Read and validate a gateway file; raise ``ConfigFileError`` naming file and key."""
     config = load_toml_model(path, GatewayConfig)
+    base = path.parent
     if isinstance(config.store, SqliteStoreConfig):
-        store = config.store.model_copy(update={"path": resolve(path.parent, config.store.path)})
+        store = config.store.model_copy(update={"path": resolve(base, config.store.path)})
         config = config.model_copy(update={"store": store})
+    if config.registry is not None:
+        config = config.model_copy(update={"registry": resolve(base, config.registry)})
+    if config.ledger is not None:
+        ledger = config.ledger
+        update: dict[str, object] = {}
+        if ledger.keys_file is not None:
+            update["keys_file"] = resolve(base, ledger.keys_file)
+        if ledger.url.startswith("sqlite:///") and not ledger.url.startswith("sqlite:////"):
+            update["url"] = f"sqlite:///{resolve(base, Path(ledger.url[len('sqlite:///') :]))}"
+        config = config.model_copy(update={"ledger": ledger.model_copy(update=update)})
     return config

@@ -43,6 +43,7 @@ from gateway.consumer import Inbound, MqttConsumer
 from gateway.convert import deadletter_point, to_points
 from gateway.deadletter import DeadLetter
 from gateway.dedup import RecentIds
+from gateway.registry import Registry, check_identity
 from gateway.telemetry import StoreError, StoreRejected, TelemetryPoint, TelemetryStore
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,19 @@ class IngestStats:
     """Messages those receipts named."""
     store_retries: int = 0
     deadletters: Counter[str] = field(default_factory=Counter)
+
+    def as_counts(self) -> dict[str, int]:
+        """The counts under ``ingest.*`` and ``deadletter.*`` names, for /metrics."""
+        counts = {
+            "ingest.processed": self.processed,
+            "ingest.stored": self.stored,
+            "ingest.batches": self.batches,
+            "ingest.store_retries": self.store_retries,
+            "ingest.duplicates": self.duplicates,
+            "ingest.receipts": self.receipts,
+        }
+        counts.update({f"deadletter.{reason}": n for reason, n in self.deadletters.items()})
+        return counts
 
     def summary(self) -> str:
         dead = ", ".join(f"{reason} {n}" for reason, n in sorted(self.deadletters.items())) or "0"
@@ -141,9 +155,16 @@ class Ingestor:
     """
 
     def __init__(
-        self, consumer: MqttConsumer, store: TelemetryStore, config: IngestConfig, name: str
+        self,
+        consumer: MqttConsumer,
+        store: TelemetryStore,
+        config: IngestConfig,
+        name: str,
+        *,
+        registry: Registry | None = None,
     ) -> None:
         self._consumer = consumer
+        self._registry = registry
         self._store = store
         self._config = config
         self._name = validate_id(name, "worker name")
@@ -211,7 +232,7 @@ class Ingestor:
     def _entry(self, message: Inbound, received_ns: int) -> _Entry:
         envelope: AnyEnvelope | None = None
         try:
-            envelope = accept(message)
+            envelope = self._accept(message)
             return _Entry(message, to_points(envelope), envelope)
         except ContractError as exc:
             entry = self._dead_entry(message, exc.reason, str(exc), received_ns)
@@ -228,6 +249,14 @@ class Ingestor:
         # Accepted, then refused by a converter: recorded as a dead letter, so receipted.
         entry.envelope = envelope
         return entry
+
+    def _accept(self, message: Inbound) -> AnyEnvelope:
+        """The envelope, checked against its topic and, with a registry, the device's
+        registered station and role."""
+        envelope = accept(message)
+        if self._registry is not None:
+            check_identity(self._registry, envelope)
+        return envelope
 
     @staticmethod
     def _dead_entry(message: Inbound, reason: str, error: str, received_ns: int) -> _Entry:

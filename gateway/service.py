@@ -16,30 +16,91 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
+from gateway.clearance import Clearance
 from gateway.config import GatewayConfig
-from gateway.consumer import MqttConsumer
+from gateway.consumer import LEDGER_SUBSCRIPTION, MqttConsumer
+from gateway.decisions import DecisionWorker
 from gateway.ingest import Ingestor
+from gateway.ledger import Ledger
+from gateway.metrics import Counters, MetricsServer
+from gateway.personal import Keyring
+from gateway.registry import load_registry
 from gateway.telemetry import open_store
 
 log = logging.getLogger(__name__)
 
 
 class GatewayWorker:
-    """One consumer with its ingest thread. ``start()`` connects, ``stop()`` drains and leaves."""
+    """One consumer with its ingest thread, and (``decisions=True``, with a ``[ledger]``
+    section) the decision path. ``start()`` connects, ``stop()`` drains and leaves."""
 
-    def __init__(self, config: GatewayConfig, *, client_id: str) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        client_id: str,
+        decisions: bool = True,
+        metrics_port_offset: int = 0,
+    ) -> None:
         self.config = config
         self.client_id = client_id
+        self.counters = Counters()
+        self.registry = load_registry(config.registry) if config.registry is not None else None
         self.store = open_store(config.store)
         self.consumer = MqttConsumer(
             config.broker, client_id=client_id, receive_maximum=config.ingest.receive_maximum
         )
-        self.ingestor = Ingestor(self.consumer, self.store, config.ingest, client_id)
+        self.ingestor = Ingestor(
+            self.consumer, self.store, config.ingest, client_id, registry=self.registry
+        )
+        self.ledger: Ledger | None = None
+        self.decisions: DecisionWorker | None = None
+        if decisions and config.ledger is not None and self.registry is not None:
+            self.ledger = Ledger(config.ledger.url)
+            keyring = (
+                Keyring.from_file(config.ledger.keys_file)
+                if config.ledger.keys_file is not None
+                else Keyring.from_env()
+            )
+            ledger_id = DecisionWorker.subscription_client_id(client_id)
+            self.decisions = DecisionWorker(
+                MqttConsumer(
+                    config.broker,
+                    client_id=ledger_id,
+                    receive_maximum=config.ledger.receive_maximum,
+                    subscription=LEDGER_SUBSCRIPTION,
+                ),
+                Clearance(self.ledger, keyring),
+                self.registry,
+                self.counters,
+                name=ledger_id,
+                on_failure=self._decisions_failed,
+            )
+        self.metrics: MetricsServer | None = None
+        if config.metrics.port is not None:
+            port = config.metrics.port + metrics_port_offset if config.metrics.port else 0
+            self.metrics = MetricsServer(
+                [self.counters.snapshot, self.ingestor.stats.as_counts],
+                host=config.metrics.host,
+                port=port,
+                worker=client_id,
+            )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Connected and subscribed: the store's session and, if any, the decision path's."""
+        ready = self.consumer.wait_ready(timeout)
+        return ready and (self.decisions is None or self.decisions.wait_ready(timeout))
+
     def start(self) -> None:
+        if self.metrics is not None:
+            self.metrics.start()
+        if self.ledger is not None and self.decisions is not None and self.registry is not None:
+            self.ledger.open()
+            self.ledger.sync_registry(self.registry)
+            self.decisions.start()
         self.store.open()
         self.consumer.start()
         self._thread = threading.Thread(
@@ -48,8 +109,12 @@ class GatewayWorker:
         self._thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until a stop was requested or the ingest loop failed."""
+        """Wait until a stop was requested or the ingest loop or decision path failed."""
         return self._stop.wait(timeout)
+
+    def _decisions_failed(self, exc: BaseException) -> None:
+        self.failure = exc
+        self._stop.set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -70,6 +135,12 @@ class GatewayWorker:
             self._thread = None
         self.consumer.stop()
         self.store.close()
+        if self.decisions is not None:
+            self.decisions.stop()
+        if self.ledger is not None:
+            self.ledger.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("%s: stopped; %s", self.client_id, self.ingestor.stats.summary())
 
 
@@ -90,11 +161,13 @@ def run_gateway(config: GatewayConfig, setup_logging: Callable[[], None] | None 
     """
     ids = worker_ids(config)
     if len(ids) == 1:
-        return _run_worker(config, ids[0], None)
+        return _run_worker(config, ids[0], 0, None)
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_run_worker, args=(config, client_id, setup_logging), name=client_id)
-        for client_id in ids
+        context.Process(
+            target=_run_worker, args=(config, client_id, index, setup_logging), name=client_id
+        )
+        for index, client_id in enumerate(ids)
     ]
     stopping = threading.Event()
     failed = False
@@ -129,15 +202,19 @@ def run_gateway(config: GatewayConfig, setup_logging: Callable[[], None] | None 
 
 
 def _run_worker(
-    config: GatewayConfig, client_id: str, setup_logging: Callable[[], None] | None
+    config: GatewayConfig, client_id: str, index: int, setup_logging: Callable[[], None] | None
 ) -> int:
     """A worker's life: start, wait for SIGINT, SIGTERM or a failure, stop cleanly.
 
+    Worker 0 also runs the decision path (one per gateway: the ledger's decisions are
+    serialised there); worker ``i`` serves its metrics on ``metrics.port + i``.
     Returns the exit status; in a child process, a failure ends the process with it.
     """
     if setup_logging is not None:
         setup_logging()
-    worker = GatewayWorker(config, client_id=client_id)
+    worker = GatewayWorker(
+        config, client_id=client_id, decisions=index == 0, metrics_port_offset=index
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: worker.request_stop())
     worker.start()

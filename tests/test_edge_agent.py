@@ -274,6 +274,7 @@ def test_a_full_outbox_thins_readings_and_says_so_in_its_health(
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
         deadline = asyncio.get_running_loop().time() + 30
+
         def thinned() -> int:
             try:
                 return agent.outbox.stats().thinned

@@ -1,0 +1,166 @@
+"""The decision path: station events into the ledger, decisions back to the devices.
+
+A :class:`DecisionWorker` holds its own persistent MQTT session on the ``ledger`` shared
+group (``$share/ledger/postedge/v1/+/+/event``), apart from the session that feeds the
+telemetry store, so a sorter's decision never waits for InfluxDB: with the telemetry
+store down, events still reach the ledger and decisions still flow, while the store's
+session keeps its copy of every event queued at the broker until the store is back.
+
+For every event: the envelope is checked against its topic and the device registry,
+:meth:`gateway.clearance.Clearance.handle` applies it in one ledger transaction (exactly
+once per message id) and the decision is published on the device's ``decision`` topic
+only after that transaction committed. Then the batch is receipted (the ledger holds it
+durably) and acknowledged. Input the ledger refuses (an invalid resident ID, a second
+acceptance of one waybill) is dead-lettered here with its reason; input that breaks
+the contract or the registry is dead-lettered by the telemetry path, which sees the same
+messages, so here it is only counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from contracts import AnyEnvelope, Channel, ContractError, DeviceTopic
+from contracts.station import DecisionMessage
+from gateway.clearance import Clearance, Outcome
+from gateway.consumer import Inbound, MqttConsumer
+from gateway.deadletter import DeadLetter
+from gateway.ingest import accept, encoded_receipts
+from gateway.ledger import LedgerUnavailable
+from gateway.metrics import Counters
+from gateway.registry import Registry, check_identity
+
+log = logging.getLogger(__name__)
+
+_BATCH = 200
+_RETRY_INITIAL_S = 0.1
+_RETRY_MAX_S = 5.0
+
+
+class DecisionWorker:
+    """Consumes station events into the ledger and publishes decisions; ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        consumer: MqttConsumer,
+        clearance: Clearance,
+        registry: Registry,
+        counters: Counters,
+        *,
+        name: str,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._on_failure = on_failure
+        self._clearance = clearance
+        self._registry = registry
+        self._counters = counters
+        self._name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    @staticmethod
+    def subscription_client_id(client_id: str) -> str:
+        return f"{client_id}-ledger"
+
+    def start(self) -> None:
+        self._consumer.start()
+        self._thread = threading.Thread(target=self._run, name=f"{self._name}", daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._consumer.wait_ready(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._consumer.stop()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self._consumer.take(_BATCH, 0, idle_timeout_s=0.2)
+                if batch:
+                    self.process(batch)
+        except Exception as exc:  # a bug, not input: stop loudly
+            log.exception("%s: decision loop failed; stopping", self._name)
+            self.failure = exc
+            self._stop.set()
+            if self._on_failure is not None:
+                self._on_failure(exc)
+
+    def process(self, batch: list[Inbound]) -> bool:
+        """Apply, decide, receipt and acknowledge one batch; False if stopped midway."""
+        seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for message in batch:
+            envelope = self._checked(message)
+            if envelope is None:
+                continue
+            if not self._apply(envelope, message):
+                return False  # stopped while the ledger was down: nothing acknowledged
+            seqs[envelope.station, envelope.device].append(envelope.seq)
+        for (station, device), numbers in seqs.items():
+            topic = str(DeviceTopic(station, device, Channel.RECEIPT))
+            for _, payload in encoded_receipts(device, numbers, by=self._name):
+                self._consumer.publish(topic, payload)
+        self._consumer.ack(batch)
+        return True
+
+    def _checked(self, message: Inbound) -> AnyEnvelope | None:
+        try:
+            envelope = accept(message)
+            check_identity(self._registry, envelope)
+        except ContractError as exc:
+            self._counters.incr(f"ledger.ignored.{exc.reason}")
+            return None
+        return envelope
+
+    def _apply(self, envelope: AnyEnvelope, message: Inbound) -> bool:
+        delay = _RETRY_INITIAL_S
+        while True:
+            try:
+                outcome = self._clearance.handle(envelope)
+            except LedgerUnavailable as exc:
+                self._counters.incr("ledger.retries")
+                log.error("%s: ledger unavailable, retrying: %s", self._name, exc)
+                if self._stop.wait(delay * random.uniform(0.5, 1.0)):
+                    return False
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            except ContractError as exc:
+                self._dead_letter(message, exc)
+                return True
+            self._publish(envelope, outcome)
+            return True
+
+    def _publish(self, envelope: AnyEnvelope, outcome: Outcome) -> None:
+        self._counters.add(outcome.counters)
+        if outcome.replayed:
+            self._counters.incr("ledger.replayed")
+        messages: list[DecisionMessage] = []
+        if outcome.decision is not None:
+            messages.append(outcome.decision)
+        messages.extend(outcome.extra)
+        topic = str(DeviceTopic(envelope.station, envelope.device, Channel.DECISION))
+        for message in messages:
+            self._consumer.publish(topic, message.model_dump_json(by_alias=True).encode())
+
+    def _dead_letter(self, message: Inbound, exc: ContractError) -> None:
+        record = DeadLetter.of(
+            reason=exc.reason,
+            error=str(exc),
+            topic=message.topic,
+            payload=message.payload,
+            received_ns=time.time_ns(),
+        )
+        self._counters.incr(f"deadletter.{exc.reason}")
+        log.warning("%s: refused a message from %s: %s", self._name, message.topic, exc.reason)
+        self._consumer.publish(record.destination, record.to_json())
