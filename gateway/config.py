@@ -15,6 +15,16 @@ Example::
 
     [ingest]
     workers = 2
+
+    registry = "registry.toml"   # top-level key (before the first [section] in the file):
+                                 # stations, devices, roles, routing tables
+
+    [ledger]                     # the parcel ledger and the decision path
+    url = "sqlite:///ledger.sqlite"   # or "postgresql+psycopg://gateway@db/postedge"
+    keys_file = "personal.keys"  # or the POSTEDGE_PERSONAL_KEYS variable
+
+    [metrics]
+    port = 9108                  # GET /metrics; worker i on port + i
 """
 
 from __future__ import annotations

@@ -185,3 +185,18 @@ def test_inconsistent_station_files_are_refused_by_name(
 def test_the_health_device_defaults_to_the_first_device(tmp_path: Path) -> None:
     config = load_station_config(write(tmp_path, STATION))
     assert config.health_device == "medbox"
+
+
+def test_gateway_ledger_paths_resolve_and_a_ledger_needs_a_registry(tmp_path: Path) -> None:
+    text = (
+        'registry = "reg/registry.toml"\n\n[ledger]\nurl = "sqlite:///data/ledger.sqlite"\n'
+        'keys_file = "keys/personal.keys"\n\n[metrics]\nport = 9108\n'
+    )
+    config = load_gateway_config(write(tmp_path, text, "gateway.toml"))
+    assert config.registry == tmp_path / "reg/registry.toml"
+    assert config.ledger is not None
+    assert config.ledger.url == f"sqlite:///{tmp_path / 'data/ledger.sqlite'}"
+    assert config.ledger.keys_file == tmp_path / "keys/personal.keys"
+    assert config.metrics.port == 9108
+    with pytest.raises(ConfigFileError, match="needs a registry"):
+        load_gateway_config(write(tmp_path, text.split("\n", 2)[2], "gateway.toml"))
