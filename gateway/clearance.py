@@ -45,7 +45,6 @@ it used (JSON); neither ever holds personal data.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -70,6 +69,7 @@ from contracts.station import (
     PickupCodes,
     SortDecision,
     SortReason,
+    pickup_code_hash,
 )
 from contracts.timestamps import to_utc_ms, utc_now
 from gateway.ledger import DecisionRow, Ledger, LedgerConflict, LedgerTx, LedgerUnavailable
@@ -77,26 +77,9 @@ from gateway.ledger import RealnameRow as _Realname
 from gateway.personal import Keyring, ProtectedIdentity, mask_phone
 from gateway.registry import Routing, longest_prefix_route
 
-PICKUP_CODE_ITERATIONS = 10_000
-"""PBKDF2 iterations of a pickup code hash. A locker checks a typed code against every
-code it holds (each has its own salt), offline and on a Raspberry-Pi-class CPU: 10,000
-iterations take about 2 ms here and some 10 ms there, so a list of 100 codes is checked
-in about a second. More would slow every pickup; the hash only keeps a stolen code list
-from showing the codes at a glance: six digits cannot resist a determined brute force."""
-
 DEFAULT_CODE_LIFETIME = timedelta(days=7)
 _CONFLICT_ATTEMPTS = 5
 _WAYBILL = re.compile(r"^[A-Za-z0-9-]{4,40}$")  # contracts.events.Waybill
-
-
-def pickup_code_hash(code: str, salt_hex: str) -> str:
-    """The stored and synced form of a pickup code: hex PBKDF2-HMAC-SHA256 of the code's
-    ASCII digits, salted with the 16 bytes ``salt_hex`` names, :data:`PICKUP_CODE_ITERATIONS`
-    iterations. Lockers verify typed codes with this same function."""
-    digest = hashlib.pbkdf2_hmac(
-        "sha256", code.encode("ascii"), bytes.fromhex(salt_hex), PICKUP_CODE_ITERATIONS
-    )
-    return digest.hex()
 
 
 class DuplicateAcceptance(ContractError):

@@ -17,6 +17,7 @@ from contracts.envelope import AnyBody, AnyEnvelope, make_envelope
 from contracts.events import IdentityRead, InductionBody, ScanBody, XrayBody
 from contracts.identity import InvalidIdentity
 from contracts.station import (
+    PICKUP_CODE_ITERATIONS,
     AcceptanceBody,
     DepositBody,
     DepositDecision,
@@ -25,15 +26,9 @@ from contracts.station import (
     PickupBody,
     PickupCodes,
     SortDecision,
-)
-from gateway.clearance import (
-    PICKUP_CODE_ITERATIONS,
-    Clearance,
-    DuplicateAcceptance,
-    Outcome,
-    UnknownSorter,
     pickup_code_hash,
 )
+from gateway.clearance import Clearance, DuplicateAcceptance, Outcome, UnknownSorter
 from gateway.ledger import Ledger
 from gateway.ledger import schema as t
 from gateway.personal import Keyring
