@@ -25,9 +25,17 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# `make bench` runs every benchmark (about 30 minutes); `make bench BENCH=drain` one of them,
+# with BENCH_ARGS passed on (e.g. BENCH=drain BENCH_ARGS="--repeat 3").
+BENCH ?= ingest drain footprint
+BENCH_ARGS ?=
+
 bench: $(VENV)/.installed-test
 	@scripts/system-packages test
-	$(BIN)/python bench/ingest.py
+	@for name in $(BENCH); do \
+		echo "== bench/$$name.py $(BENCH_ARGS)"; \
+		$(BIN)/python bench/$$name.py $(BENCH_ARGS) || exit 1; \
+	done
 
 $(VENV)/.venv-created:
 	@scripts/system-packages demo
