@@ -1,9 +1,10 @@
 """``postedge demo``: the whole system on one machine, on embedded defaults.
 
-A private Mosquitto, the gateway with the SQLite store and the API run as child
-processes; three simulated stations (a county centre, a township station and a village
-point), each with a cold-chain device of two Modbus probes on a real pty, are read by
-three edge agents, also child processes. Everything lives in one work directory.
+A private Mosquitto, the gateway (SQLite telemetry store, a device registry of the
+demo's stations, an SQLite ledger and ``/metrics``) and the API run as child processes;
+three simulated stations (a county centre, a township station and a village point),
+each with a cold-chain device of two Modbus probes on a real pty, are read by three edge
+agents, also child processes. Everything lives in one work directory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import signal
 import socket
@@ -25,9 +27,10 @@ from pathlib import Path
 
 from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe
 from gateway.config import load_gateway_config
-from gateway.consumer import create_session
+from gateway.consumer import LEDGER_SUBSCRIPTION, create_session
 from gateway.mosquitto import AclRule
-from postedge.localservers import Mosquitto, ServerError
+from gateway.personal import Keyring
+from postedge.localservers import Mosquitto, ServerError, free_port
 
 READY_TIMEOUT_S = 30.0
 
@@ -44,6 +47,9 @@ class DemoStation:
     id: str
     device: str
     probes: tuple[DemoProbe, ...]
+    name: str = ""
+    division: str = ""
+    tier: str = ""
 
 
 STATIONS = (
@@ -54,6 +60,9 @@ STATIONS = (
             DemoProbe("coldroom", 1, Scenario.steady(3.0, noise=0.2, seed=1)),
             DemoProbe("precool", 2, Scenario.steady(1.0, noise=0.2, seed=2)),
         ),
+        "汤阴县寄递物流共配中心",
+        "410523000000",
+        "county",
     ),
     DemoStation(
         "township-07",
@@ -62,6 +71,9 @@ STATIONS = (
             DemoProbe("fridge-a", 1, Scenario.steady(4.0, noise=0.3, seed=3)),
             DemoProbe("freezer-b", 2, Scenario.steady(-19.5, noise=0.4, seed=4)),
         ),
+        "菜园镇快递综合服务站",
+        "410523101000",
+        "township",
     ),
     DemoStation(
         "village-23",
@@ -73,8 +85,24 @@ STATIONS = (
             ),
             DemoProbe("produce", 2, Scenario.drift(6.0, per_minute=0.5)),
         ),
+        "东街村村级寄递物流服务点",
+        "410523101201",
+        "village",
     ),
 )
+
+
+def registry_toml(stations: tuple[DemoStation, ...]) -> str:
+    """The device registry of the demo's stations: one probe device each."""
+    parts = [
+        f'[[stations]]\nid = "{s.id}"\nname = "{s.name}"\ndivision = "{s.division}"\n'
+        f'tier = "{s.tier}"\n'
+        for s in stations
+    ]
+    parts += [
+        f'[[devices]]\nid = "{s.device}"\nstation = "{s.id}"\nrole = "probe"\n' for s in stations
+    ]
+    return "\n".join(parts)
 
 
 def run_demo(
@@ -130,6 +158,7 @@ class _Demo:
         self.broker = broker
         self.passwords = passwords
         self.api_port = api_port
+        self.metrics_port = free_port()
         self.interval = interval
         self.logs = workdir / "logs"
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -187,18 +216,26 @@ class _Demo:
 
     def _start_gateway_and_api(self) -> None:
         store = f'[store]\nkind = "sqlite"\npath = "{self.workdir / "telemetry.sqlite"}"\n'
+        (self.workdir / "registry.toml").write_text(registry_toml(STATIONS))
+        keys = self.workdir / "personal.keys"
+        if not keys.exists():  # the demo's own work directory: nobody races us here
+            with os.fdopen(os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(Keyring.generate().dump())
         (self.workdir / "gateway.toml").write_text(
+            'registry = "registry.toml"\n\n'
             "[broker]\n"
             f'host = "{self.broker.host}"\nport = {self.broker.port}\n'
             f'username = "gateway"\npassword = "{self.passwords["gateway"]}"\n'
             'client_id = "gateway"\n\n'
-            "[ingest]\nbatch_wait_ms = 20\nstats_interval_s = 30\n\n" + store
+            "[ingest]\nbatch_wait_ms = 20\nstats_interval_s = 30\n\n"
+            '[ledger]\nurl = "sqlite:///ledger.sqlite"\nkeys_file = "personal.keys"\n\n'
+            f"[metrics]\nport = {self.metrics_port}\n\n" + store
         )
         (self.workdir / "api.toml").write_text(f"[api]\nport = {self.api_port}\n\n" + store)
-        # The session exists before any agent publishes, so the broker queues everything.
-        create_session(
-            load_gateway_config(self.workdir / "gateway.toml").broker, client_id="gateway"
-        )
+        # The sessions exist before any agent publishes, so the broker queues everything.
+        broker = load_gateway_config(self.workdir / "gateway.toml").broker
+        create_session(broker, client_id="gateway")
+        create_session(broker, client_id="gateway-ledger", subscription=LEDGER_SUBSCRIPTION)
         self._spawn("gateway", "gateway", "run", str(self.workdir / "gateway.toml"))
         self._spawn("api", "api", "--config", str(self.workdir / "api.toml"))
 
@@ -233,9 +270,11 @@ class _Demo:
             f"  Stations:  {base}/api/v1/stations\n"
             f"  Readings:  {base}/api/v1/probes/village-23/village-23-medbox/medicine/temperature\n"
             f"  API docs:  {base}/docs\n"
+            f"  Metrics:   http://127.0.0.1:{self.metrics_port}/metrics\n"
             f"  Broker:    127.0.0.1:{self.broker.port} "
             f"(read-only user 'observer', password '{self.passwords['observer']}')\n"
-            f"  Data:      {self.workdir / 'telemetry.sqlite'}\n"
+            f"  Data:      {self.workdir / 'telemetry.sqlite'}, ledger "
+            f"{self.workdir / 'ledger.sqlite'}, registry {self.workdir / 'registry.toml'}\n"
             f"  Logs:      {self.logs}/\n"
             "Press Ctrl-C to stop.",
             flush=True,
