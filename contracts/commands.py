@@ -22,7 +22,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     JsonValue,
     StringConstraints,
@@ -32,6 +31,7 @@ from pydantic import (
 
 from contracts.errors import ContractError, MalformedPayload, PayloadTooLarge, SchemaViolation
 from contracts.ids import Identifier
+from contracts.models import BODY, MESSAGE
 from contracts.profiles import ProfileName
 from contracts.timestamps import UtcTimestamp
 
@@ -39,8 +39,6 @@ MAX_COMMAND_BYTES = 16 * 1024
 
 CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 CommandName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-
-_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
 class UnknownCommand(ContractError):
@@ -50,14 +48,7 @@ class UnknownCommand(ContractError):
 
 
 class Command(BaseModel):
-    model_config = ConfigDict(
-        strict=True,
-        extra="forbid",
-        frozen=True,
-        validate_by_alias=True,
-        validate_by_name=True,
-        serialize_by_alias=True,
-    )
+    model_config = MESSAGE
 
     schema_version: Literal[1] = Field(default=1, alias="schema")
     id: CommandId
@@ -71,20 +62,20 @@ class Command(BaseModel):
 
 
 class OpenSlotArgs(BaseModel):
-    model_config = _STRICT
+    model_config = BODY
 
     board: int = Field(ge=0, le=255)
     lock: int = Field(ge=1, le=24)
 
 
 class QuerySlotsArgs(BaseModel):
-    model_config = _STRICT
+    model_config = BODY
 
     board: int = Field(ge=0, le=255)
 
 
 class SetProfileArgs(BaseModel):
-    model_config = _STRICT
+    model_config = BODY
 
     probe: Identifier
     profile: ProfileName
@@ -104,7 +95,7 @@ class SetProfileArgs(BaseModel):
 
 
 class NoArgs(BaseModel):
-    model_config = _STRICT
+    model_config = BODY
 
 
 COMMAND_ARGS: dict[str, type[BaseModel]] = {
@@ -176,7 +167,7 @@ ErrorText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 class CommandResultBody(BaseModel):
     """The outcome of one command (envelope kind ``command_result``)."""
 
-    model_config = _STRICT
+    model_config = BODY
 
     # Defaults to None: encode() leaves None fields out, and decode() must take them back.
     command_id: CommandId | None = Field(

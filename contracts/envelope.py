@@ -11,11 +11,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from contracts.commands import CommandResultBody
 from contracts.events import DivertBody, DoorBody, InductionBody, ScanBody, XrayBody
 from contracts.ids import Identifier
+from contracts.models import MESSAGE
 from contracts.station import AcceptanceBody, DepositBody, DepositRequestBody, PickupBody
 from contracts.telemetry import HealthBody, StatusBody, TemperatureBody
 from contracts.timestamps import UtcTimestamp
@@ -66,14 +67,7 @@ def message_id(device: str, boot: int, seq: int) -> str:
 
 
 class _EnvelopeBase(BaseModel):
-    model_config = ConfigDict(
-        strict=True,
-        extra="forbid",
-        frozen=True,
-        validate_by_alias=True,
-        validate_by_name=True,
-        serialize_by_alias=True,
-    )
+    model_config = MESSAGE
 
     schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
     id: str = Field(max_length=160)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from contracts.ids import Identifier
+from contracts.models import BODY, PERSONAL
 from contracts.timestamps import UtcTimestamp
-
-_BODY_CONFIG = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 Symbology = Literal[
     "code128", "code39", "code93", "codabar", "ean13", "ean8", "upca", "upce", "itf",
@@ -36,7 +35,7 @@ Waybill = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{4,40}$")]
 class ScanBody(BaseModel):
     """One barcode read by a serial scanner or a camera."""
 
-    model_config = _BODY_CONFIG
+    model_config = BODY
 
     reader: Identifier
     code: PrintableText
@@ -46,7 +45,7 @@ class ScanBody(BaseModel):
 class DoorBody(BaseModel):
     """A locker slot's door (and item sensor) as a lock board reports it."""
 
-    model_config = _BODY_CONFIG
+    model_config = BODY
 
     board: int = Field(ge=0, le=255, description="board address on the RS-485 bus")
     lock: int = Field(ge=1, le=24)
@@ -60,7 +59,7 @@ class DoorBody(BaseModel):
 class InductionBody(BaseModel):
     """A parcel inducted onto a belt sorter, with its barcode or the slot of its scan."""
 
-    model_config = _BODY_CONFIG
+    model_config = BODY
 
     transaction: int = Field(ge=0, le=0xFFFFFFFF)
     barcode: PrintableText | None = None
@@ -76,7 +75,7 @@ class InductionBody(BaseModel):
 class DivertBody(BaseModel):
     """The sorter's confirmation of a divert: where the parcel went."""
 
-    model_config = _BODY_CONFIG
+    model_config = BODY
 
     transaction: int = Field(ge=0, le=0xFFFFFFFF)
     chute: int = Field(ge=0, le=0xFFFF)
@@ -86,7 +85,7 @@ class DivertBody(BaseModel):
 class XrayBody(BaseModel):
     """One X-ray security machine record for one parcel."""
 
-    model_config = _BODY_CONFIG
+    model_config = BODY
 
     waybill: Waybill
     verdict: Literal["PASS", "SUSPECT", "FAIL"]
@@ -109,7 +108,7 @@ class IdentityRead(BaseModel):
     are the gateway's. Never published alone and never logged.
     """
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = PERSONAL
 
     name: str = Field(min_length=1, max_length=64, repr=False)
     id_type: IdType

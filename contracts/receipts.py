@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from contracts.errors import MalformedPayload, PayloadTooLarge, SchemaViolation
 from contracts.ids import Identifier
+from contracts.models import MESSAGE
 
 MAX_RANGES = 5_000  # 5,000 ranges of 18-digit numbers stay under MAX_RECEIPT_BYTES
 MAX_RECEIPT_BYTES = 256 * 1024
@@ -26,14 +27,7 @@ SeqRange = tuple[int, int]
 
 
 class Receipt(BaseModel):
-    model_config = ConfigDict(
-        strict=True,
-        extra="forbid",
-        frozen=True,
-        validate_by_alias=True,
-        validate_by_name=True,
-        serialize_by_alias=True,
-    )
+    model_config = MESSAGE
 
     schema_version: Literal[1] = Field(default=1, alias="schema")
     device: Identifier

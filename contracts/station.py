@@ -13,14 +13,12 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from contracts.events import IdentityRead, Waybill
 from contracts.ids import Identifier
+from contracts.models import BODY, MESSAGE, PERSONAL
 from contracts.timestamps import UtcTimestamp
-
-_BODY = ConfigDict(strict=True, extra="forbid", frozen=True)
-_PERSONAL = ConfigDict(strict=True, extra="forbid", frozen=True, hide_input_in_errors=True)
 
 DivisionCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
 """A 12-digit administrative division code (统计用区划代码): province, city, county,
@@ -32,7 +30,7 @@ ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 class Inspection(BaseModel):
     """The clerk's inspection at acceptance (收寄验视)."""
 
-    model_config = _BODY
+    model_config = BODY
 
     inspected: bool
     declared_contents: ShortText
@@ -45,7 +43,7 @@ class AcceptanceBody(BaseModel):
     ``sender`` and ``sender_phone`` are personal data (never in a repr or an error).
     """
 
-    model_config = _PERSONAL
+    model_config = PERSONAL
 
     waybill: Waybill
     destination: DivisionCode
@@ -58,7 +56,7 @@ class AcceptanceBody(BaseModel):
 class DepositRequestBody(BaseModel):
     """A locker asks whether it may take a parcel (a sender's send-deposit)."""
 
-    model_config = _BODY
+    model_config = BODY
 
     waybill: Waybill
     purpose: Literal["send"] = "send"
@@ -67,7 +65,7 @@ class DepositRequestBody(BaseModel):
 class DepositBody(BaseModel):
     """A parcel now lies in a locker slot: door closed, item sensor occupied."""
 
-    model_config = _BODY
+    model_config = BODY
 
     waybill: Waybill
     purpose: Literal["delivery", "send"]
@@ -79,7 +77,7 @@ class DepositBody(BaseModel):
 class PickupBody(BaseModel):
     """A recipient took a parcel out of a locker slot."""
 
-    model_config = _BODY
+    model_config = BODY
 
     waybill: Waybill
     board: int = Field(ge=0, le=255)
@@ -96,7 +94,7 @@ SortReason = Literal[
 class SortDecision(BaseModel):
     """The gateway's answer to a sorter induction: a chute, or the exception chute and why."""
 
-    model_config = _BODY
+    model_config = BODY
 
     kind: Literal["sort"] = "sort"
     transaction: int = Field(ge=0, le=0xFFFFFFFF)
@@ -110,7 +108,7 @@ class SortDecision(BaseModel):
 class DepositDecision(BaseModel):
     """The gateway's answer to a send-deposit request."""
 
-    model_config = _BODY
+    model_config = BODY
 
     kind: Literal["deposit"] = "deposit"
     waybill: Waybill
@@ -139,7 +137,7 @@ def pickup_code_hash(code: str, salt_hex: str) -> str:
 class PickupCode(BaseModel):
     """One parcel's pickup code as a locker keeps it: hashed, never in clear."""
 
-    model_config = _BODY
+    model_config = BODY
 
     waybill: Waybill
     board: int = Field(ge=0, le=255)
@@ -152,7 +150,7 @@ class PickupCode(BaseModel):
 class PickupCodes(BaseModel):
     """The full list of a locker's valid pickup codes (it replaces the previous one)."""
 
-    model_config = _BODY
+    model_config = BODY
 
     kind: Literal["pickup_codes"] = "pickup_codes"
     version: int = Field(ge=1)
@@ -165,14 +163,7 @@ class DecisionMessage(BaseModel):
     ``request`` is the message id of the event decided on (absent for a code-list sync).
     """
 
-    model_config = ConfigDict(
-        strict=True,
-        extra="forbid",
-        frozen=True,
-        validate_by_alias=True,
-        validate_by_name=True,
-        serialize_by_alias=True,
-    )
+    model_config = MESSAGE
 
     schema_version: Literal[1] = Field(default=1, alias="schema")
     id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,160}$")]

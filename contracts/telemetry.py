@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from contracts.ids import Identifier
-
-_BODY_CONFIG = ConfigDict(strict=True, extra="forbid", frozen=True)
+from contracts.models import BODY
 
 
 class TemperatureBody(BaseModel):
     """One probe reading: temperature, and relative humidity where the probe has it."""
 
-    model_config = _BODY_CONFIG
+    model_config = BODY
 
     probe: Identifier
     celsius: float = Field(ge=-273.15, allow_inf_nan=False)
@@ -24,7 +23,7 @@ class TemperatureBody(BaseModel):
 class StatusBody(BaseModel):
     """A device's presence: published retained on connect, and as the MQTT last will."""
 
-    model_config = _BODY_CONFIG
+    model_config = BODY
 
     state: Literal["online", "offline"]
     boot: int = Field(ge=1)
@@ -38,7 +37,7 @@ class HealthBody(BaseModel):
     """The edge agent's own health, published once a minute on its health device's
     telemetry topic (kind ``health``)."""
 
-    model_config = _BODY_CONFIG
+    model_config = BODY
 
     uptime_s: float = Field(ge=0, allow_inf_nan=False)
     cpu_percent: float = Field(ge=0, allow_inf_nan=False, description="share of one core")
