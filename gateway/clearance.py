@@ -50,8 +50,11 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import JsonValue
+
+from contracts.alerts import AlertMessage
 from contracts.envelope import (
     AcceptanceEnvelope,
     AnyEnvelope,
@@ -103,6 +106,8 @@ class Outcome:
     counters: Mapping[str, int]
     pickup_code: str | None = field(default=None, repr=False)
     extra: list[DecisionMessage] = field(default_factory=list)
+    alerts: list[AlertMessage] = field(default_factory=list)
+    """Alerts raised, for ``postedge/v1/{station}/_alerts``."""
 
 
 @dataclass(frozen=True)
@@ -319,16 +324,30 @@ def _xray(tx: LedgerTx, envelope: XrayEnvelope, now: datetime) -> _Applied:
         counters["xray.hold"] = 1
     else:
         hold_id = hold.id
-    tx.add_alert(
+    severity: Literal["warning", "critical"] = (
+        "warning" if body.verdict == "SUSPECT" else "critical"
+    )
+    details: dict[str, JsonValue] = {"verdict": body.verdict, "device": envelope.device,
+                                     "operator": body.operator, "image": body.image,
+                                     "hold": hold_id, "request": envelope.id}  # fmt: skip
+    alert_id = tx.add_alert(
         station=envelope.station,
         kind="xray_hold",
         waybill=body.waybill,
-        severity="warning" if body.verdict == "SUSPECT" else "critical",
-        details={"verdict": body.verdict, "device": envelope.device, "operator": body.operator,
-                 "image": body.image, "hold": hold_id, "request": envelope.id},
+        severity=severity,
+        details=details,
         raised_at=now,
-    )  # fmt: skip
-    return _Applied(Outcome(None, False, counters))
+    )
+    alert = AlertMessage(
+        id=f"alert:{alert_id}",
+        station=envelope.station,
+        kind="xray_hold",
+        severity=severity,
+        subject=body.waybill,
+        raised_at=now,
+        details=details,
+    )
+    return _Applied(Outcome(None, False, counters, alerts=[alert]))
 
 
 def _induct(tx: LedgerTx, envelope: InductionEnvelope, now: datetime) -> _Applied:

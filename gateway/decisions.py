@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from contracts import AnyEnvelope, Channel, ContractError, DeviceTopic
+from contracts import AlertsTopic, AnyEnvelope, Channel, ContractError, DeviceTopic
 from contracts.station import DecisionMessage
 from gateway.clearance import Clearance, Outcome
 from gateway.consumer import Inbound, MqttConsumer
@@ -152,6 +152,11 @@ class DecisionWorker:
         topic = str(DeviceTopic(envelope.station, envelope.device, Channel.DECISION))
         for message in messages:
             self._consumer.publish(topic, message.model_dump_json(by_alias=True).encode())
+        for alert in outcome.alerts:
+            self._counters.incr(f"alert.{alert.kind}")
+            self._consumer.publish(
+                str(AlertsTopic(alert.station)), alert.model_dump_json(by_alias=True).encode()
+            )
 
     def _dead_letter(self, message: Inbound, exc: ContractError) -> None:
         record = DeadLetter.of(

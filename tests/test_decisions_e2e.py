@@ -34,6 +34,7 @@ from contracts import (
     make_envelope,
     utc_now,
 )
+from contracts.alerts import AlertMessage
 from contracts.mqtt import new_client
 from contracts.station import DepositBody, DepositRequestBody
 from gateway.config import BrokerConfig, GatewayConfig, IngestConfig, LedgerConfig, MetricsConfig
@@ -227,6 +228,13 @@ def deadletters(broker: Mosquitto) -> Iterator[Observer]:
     observer.close()
 
 
+@pytest.fixture
+def alerts(broker: Mosquitto) -> Iterator[Observer]:
+    observer = Observer(broker, OBSERVER_USER, OBSERVER_PASSWORD, f"postedge/v1/{STATION}/_alerts")
+    yield observer
+    observer.close()
+
+
 def decision_for(observer: Observer, request: str) -> DecisionMessage:
     def found() -> DecisionMessage | None:
         for message in observer.messages:
@@ -263,7 +271,7 @@ def gateway(tmp_path: Path, broker: Mosquitto, keys_file: Path) -> Iterator[Gate
 
 def test_the_security_regime_decides_every_parcel(
     tmp_path: Path, gateway: GatewayWorker, station: Station, decisions: Observer,
-    deadletters: Observer, caplog: pytest.LogCaptureFixture,
+    deadletters: Observer, alerts: Observer, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     caplog.set_level(logging.DEBUG)
     for waybill, destination in [
@@ -283,6 +291,12 @@ def test_the_security_regime_decides_every_parcel(
     assert routed(decisions, induct(station, 2, "YT0006")) == (1, None)  # prefix 4105
     assert routed(decisions, induct(station, 3, "YT0002")) == (EXCEPTION_CHUTE, "no_xray")
     assert routed(decisions, induct(station, 4, "YT0003")) == (EXCEPTION_CHUTE, "xray_hold")
+    (hold_alert,) = alerts.wait_for(lambda seen: len(seen) >= 1, timeout=10)
+    alert = AlertMessage.model_validate_json(hold_alert.payload)
+    assert (alert.kind, alert.severity, alert.subject, alert.state) == (
+        "xray_hold", "warning", "YT0003", "open",
+    )  # fmt: skip
+    assert alert.details["verdict"] == "SUSPECT"
     assert routed(decisions, induct(station, 5, "YT0004")) == (EXCEPTION_CHUTE, "no_realname")
     assert routed(decisions, induct(station, 6, "YT0005")) == (
         EXCEPTION_CHUTE,
