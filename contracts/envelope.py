@@ -17,7 +17,14 @@ from contracts.commands import CommandResultBody
 from contracts.events import DivertBody, DoorBody, InductionBody, ScanBody, XrayBody
 from contracts.ids import Identifier
 from contracts.models import MESSAGE
-from contracts.station import AcceptanceBody, DepositBody, DepositRequestBody, PickupBody
+from contracts.station import (
+    AcceptanceBody,
+    DepositBody,
+    DepositRequestBody,
+    DoorAlarmBody,
+    PickupBody,
+    SortMissBody,
+)
 from contracts.telemetry import HealthBody, StatusBody, TemperatureBody
 from contracts.timestamps import UtcTimestamp
 from contracts.topics import Channel
@@ -41,6 +48,8 @@ class Kind(StrEnum):
     DEPOSIT_REQUEST = "deposit_request"
     DEPOSIT = "deposit"
     PICKUP = "pickup"
+    DOOR_ALARM = "door_alarm"
+    SORT_MISS = "sort_miss"
     COMMAND_RESULT = "command_result"
 
 
@@ -57,6 +66,8 @@ CHANNEL_OF_KIND: dict[Kind, Channel] = {
     Kind.DEPOSIT_REQUEST: Channel.EVENT,
     Kind.DEPOSIT: Channel.EVENT,
     Kind.PICKUP: Channel.EVENT,
+    Kind.DOOR_ALARM: Channel.EVENT,
+    Kind.SORT_MISS: Channel.EVENT,
     Kind.COMMAND_RESULT: Channel.CMD_RESULT,
 }
 """The one channel each kind travels on."""
@@ -161,6 +172,16 @@ class PickupEnvelope(_EnvelopeBase):
     body: PickupBody
 
 
+class DoorAlarmEnvelope(_EnvelopeBase):
+    kind: Literal["door_alarm"] = "door_alarm"
+    body: DoorAlarmBody
+
+
+class SortMissEnvelope(_EnvelopeBase):
+    kind: Literal["sort_miss"] = "sort_miss"
+    body: SortMissBody
+
+
 AnyEnvelope = (
     TemperatureEnvelope
     | StatusEnvelope
@@ -175,6 +196,8 @@ AnyEnvelope = (
     | DepositRequestEnvelope
     | DepositEnvelope
     | PickupEnvelope
+    | DoorAlarmEnvelope
+    | SortMissEnvelope
 )
 Envelope = Annotated[AnyEnvelope, Field(discriminator="kind")]
 """Any envelope, discriminated by ``kind``."""
@@ -193,6 +216,8 @@ AnyBody = (
     | DepositRequestBody
     | DepositBody
     | PickupBody
+    | DoorAlarmBody
+    | SortMissBody
 )
 
 _ENVELOPE_OF_BODY: dict[type[BaseModel], type[_EnvelopeBase]] = {
@@ -209,6 +234,8 @@ _ENVELOPE_OF_BODY: dict[type[BaseModel], type[_EnvelopeBase]] = {
     DepositRequestBody: DepositRequestEnvelope,
     DepositBody: DepositEnvelope,
     PickupBody: PickupEnvelope,
+    DoorAlarmBody: DoorAlarmEnvelope,
+    SortMissBody: SortMissEnvelope,
 }
 
 

@@ -84,6 +84,31 @@ class PickupBody(BaseModel):
     lock: int = Field(ge=1, le=24)
 
 
+class DoorAlarmBody(BaseModel):
+    """A locker door that needs someone's attention: left open too long, or opened
+    without a command (forced)."""
+
+    model_config = BODY
+
+    board: int = Field(ge=0, le=255)
+    lock: int = Field(ge=1, le=24)
+    alarm: Literal["left_open", "forced"]
+    open_s: float = Field(ge=0, allow_inf_nan=False, description="how long it has been open")
+
+
+class SortMissBody(BaseModel):
+    """A sorter induction diverted to the exception chute at the edge because no decision
+    came within the deadline (late, or the link was down)."""
+
+    model_config = BODY
+
+    transaction: int = Field(ge=0, le=0xFFFFFFFF)
+    waybill: Waybill | None = None
+    chute: int = Field(ge=0, le=0xFFFF)
+    waited_ms: int = Field(ge=0)
+    request: str | None = Field(default=None, max_length=160, description="the induction's id")
+
+
 SortReason = Literal[
     "no_realname", "no_xray", "xray_hold", "unknown_destination", "duplicate_induction",
     "unknown_parcel",

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, JsonValue, ValidationError
 
-from contracts import AnyBody, AnyEnvelope, Channel, DeviceTopic
+from contracts import AnyBody, AnyEnvelope, Channel, DecisionMessage, DeviceTopic
 from contracts.telemetry import LinkState
 from edge.commandlog import CommandLog
 from edge.commands import (
@@ -35,6 +35,7 @@ from edge.outbox import Outbox
 from edge.probes import ProbePoller
 from edge.sender import Sender
 from edge.sequence import SequenceStore
+from edge.workflows import Workflow
 from firmware_bridge.lockboard.driver import LockBus
 from firmware_bridge.scanner.driver import SerialScanner
 from firmware_bridge.serial_link import SerialLink
@@ -74,6 +75,8 @@ class DeviceRuntime:
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(_COMMAND_QUEUE)
         self.emit_failures = 0
         self.commands_dropped = 0
+        self.bad_decisions = 0
+        self.workflows: list[Workflow] = []
 
     @property
     def link_state(self) -> LinkState:
@@ -205,12 +208,25 @@ class DeviceRuntime:
                 self._on_answered()
 
     def _on_message(self, channel: Channel, payload: bytes) -> None:
-        """From the link's thread: receipts to the sender, commands to the event loop."""
+        """From the link's thread: receipts to the sender, commands and decisions to the
+        event loop."""
         if channel == Channel.RECEIPT:
             if self._sender is not None:
                 self._sender.on_receipt(payload)
         elif channel == Channel.CMD and self._loop is not None:
             self._loop.call_soon_threadsafe(self._enqueue_command, payload)
+        elif channel == Channel.DECISION and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._deliver_decision, payload)
+
+    def _deliver_decision(self, payload: bytes) -> None:
+        try:
+            message = DecisionMessage.model_validate_json(payload)
+        except ValidationError:
+            self.bad_decisions += 1
+            log.warning("%s: ignored a decision that does not parse", self.id)
+            return
+        for workflow in self.workflows:
+            workflow.on_decision(message)
 
     def _enqueue_command(self, payload: bytes) -> None:
         try:

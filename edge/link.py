@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 _LOOP_TIMEOUT_S = 0.5
 """Longest wait in one ``loop()``; bounds how late a stop is noticed before CONNACK."""
 
-_SUBSCRIBED = (Channel.CMD, Channel.RECEIPT)
+_SUBSCRIBED = (Channel.CMD, Channel.RECEIPT, Channel.DECISION)
 
 
 class _TlsContext(ssl.SSLContext):
@@ -397,8 +397,9 @@ class DeviceLink:
                     f"no {channel} messages will arrive",
                 )
         self.last_failure = None
-        self._connected.set()
+        # Log first: whoever waits for the connection may read the log at once.
         self._report.connected(self._attempts_down, time.monotonic() - self._down_since)
+        self._connected.set()
         if self._on_connect is not None:
             try:
                 self._on_connect()

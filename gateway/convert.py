@@ -46,7 +46,9 @@ from contracts.envelope import (
     AcceptanceEnvelope,
     DepositEnvelope,
     DepositRequestEnvelope,
+    DoorAlarmEnvelope,
     PickupEnvelope,
+    SortMissEnvelope,
 )
 from contracts.timestamps import to_epoch_ms
 from gateway.deadletter import DeadLetter
@@ -70,6 +72,8 @@ EventEnvelope = (
     | DepositRequestEnvelope
     | DepositEnvelope
     | PickupEnvelope
+    | DoorAlarmEnvelope
+    | SortMissEnvelope
 )
 """Events stored as they came: none of them carries personal data. An acceptance does
 (the sender's identity) and is not an event of this kind."""
@@ -82,6 +86,8 @@ EVENT_ENVELOPES = (
     DepositRequestEnvelope,
     DepositEnvelope,
     PickupEnvelope,
+    DoorAlarmEnvelope,
+    SortMissEnvelope,
 )
 
 

@@ -237,6 +237,8 @@ KIND_SENDERS: Mapping[Kind, frozenset[Role]] = MappingProxyType(
         Kind.DEPOSIT_REQUEST: frozenset({"locker"}),
         Kind.DEPOSIT: frozenset({"locker"}),
         Kind.PICKUP: frozenset({"locker"}),
+        Kind.DOOR_ALARM: frozenset({"locker"}),
+        Kind.SORT_MISS: frozenset({"sorter"}),
         Kind.INDUCTION: frozenset({"sorter"}),
         Kind.DIVERT: frozenset({"sorter"}),
         Kind.XRAY: frozenset({"xray"}),

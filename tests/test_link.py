@@ -364,7 +364,7 @@ def test_reconnects_after_broker_outage_and_calls_on_connect_each_time(
 
 
 @pytest.mark.integration
-def test_cmd_and_receipt_messages_reach_on_message(
+def test_cmd_receipt_and_decision_messages_reach_on_message(
     mosquitto: Mosquitto, make_link: LinkFactory, caplog_info: Any
 ) -> None:
     received: list[tuple[Channel, bytes]] = []
@@ -382,14 +382,18 @@ def test_cmd_and_receipt_messages_reach_on_message(
     gateway = Publisher(mosquitto, GATEWAY_USER, GATEWAY_PASSWORD)
     try:
         gateway.publish(str(DeviceTopic(STATION, "dev1", Channel.CMD)), b"boom")
-        gateway.publish(str(DeviceTopic(STATION, "dev1", Channel.DECISION)), b"not subscribed")
+        gateway.publish(str(DeviceTopic(STATION, "dev1", Channel.DECISION)), b"chute 3")
         gateway.publish(str(DeviceTopic(STATION, "dev2", Channel.CMD)), b"another device")
         gateway.publish(str(DeviceTopic(STATION, "dev1", Channel.CMD)), b"open 3")
         gateway.publish(str(DeviceTopic(STATION, "dev1", Channel.RECEIPT)), b"1-10")
     finally:
         gateway.close()
-    wait_until(lambda: len(received) == 2, what="cmd and receipt")
-    assert received == [(Channel.CMD, b"open 3"), (Channel.RECEIPT, b"1-10")]
+    wait_until(lambda: len(received) == 3, what="cmd, decision and receipt")
+    assert received == [
+        (Channel.DECISION, b"chute 3"),
+        (Channel.CMD, b"open 3"),
+        (Channel.RECEIPT, b"1-10"),
+    ]
     assert link_lines(caplog_info, logging.ERROR) == ["dev1: cmd message handler failed: KeyError"]
     assert link.connected
 

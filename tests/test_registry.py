@@ -213,6 +213,8 @@ EXPECTED_SENDERS = {
     Kind.DEPOSIT_REQUEST: {"locker"},
     Kind.DEPOSIT: {"locker"},
     Kind.PICKUP: {"locker"},
+    Kind.DOOR_ALARM: {"locker"},
+    Kind.SORT_MISS: {"sorter"},
     Kind.INDUCTION: {"sorter"},
     Kind.DIVERT: {"sorter"},
     Kind.XRAY: {"xray"},
