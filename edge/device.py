@@ -35,6 +35,7 @@ from edge.outbox import Outbox
 from edge.probes import ProbePoller
 from edge.sender import Sender
 from edge.sequence import SequenceStore
+from edge.tasks import run_until
 from edge.workflows import Workflow
 from firmware_bridge.lockboard.driver import LockBus
 from firmware_bridge.scanner.driver import SerialScanner
@@ -240,24 +241,6 @@ def _client_cert(device: DeviceConfig) -> tuple[Path, Path] | None:
     if device.tls_cert_file is not None and device.tls_key_file is not None:
         return device.tls_cert_file, device.tls_key_file
     return None
-
-
-async def run_until(stop: asyncio.Event, work: list[Coroutine[Any, Any, None]]) -> None:
-    """Run ``work`` until ``stop`` is set, then cancel what still runs; a failure is raised."""
-    tasks = {asyncio.create_task(coroutine) for coroutine in work}
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        pending = {stopper, *tasks}
-        while stopper in pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {stopper}:
-                error = task.exception()
-                if error is not None:
-                    raise error
-    finally:
-        for task in [stopper, *tasks]:
-            task.cancel()
-        await asyncio.gather(stopper, *tasks, return_exceptions=True)
 
 
 def handler_returning(

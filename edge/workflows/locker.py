@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +45,7 @@ from contracts import (
 from contracts.events import Waybill
 from contracts.ids import Identifier
 from contracts.timestamps import utc_now
+from edge.tasks import run_until
 from edge.workflows import DecisionWaiter, Emit, ScanSource
 from edge.workflows.lockercodes import CodeCache, Keypad, Slot
 from firmware_bridge.errors import BridgeError
@@ -321,7 +322,7 @@ class LockerWorkflow:
         work = [self._watch_doors(), self._watch_clock()]
         if self._scanner is not None:
             work.append(self._watch_scans(self._scanner))
-        await _run_until(stop, work)
+        await run_until(stop, work)
 
     def on_decision(self, message: DecisionMessage) -> None:
         body = message.body
@@ -532,17 +533,3 @@ def _valid(adapter: TypeAdapter[Any], value: object) -> bool:
     except ValidationError:
         return False
     return True
-
-
-async def _run_until(stop: asyncio.Event, work: list[Coroutine[Any, Any, None]]) -> None:
-    """Run ``work`` until ``stop`` is set, then cancel it; a failure of any is raised."""
-    tasks = [asyncio.create_task(coroutine) for coroutine in work]
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in done - {stopper}:
-            task.result()
-    finally:
-        for task in [stopper, *tasks]:
-            task.cancel()
-        await asyncio.gather(stopper, *tasks, return_exceptions=True)
