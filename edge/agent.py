@@ -34,8 +34,15 @@ _MB = 1024 * 1024
 class EdgeAgent:
     """Runs every device of a station until ``stop`` is set."""
 
-    def __init__(self, config: StationConfig, *, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: StationConfig,
+        *,
+        config_path: Path | None = None,
+        clerk_device: str | None = None,
+    ) -> None:
         self.config = config
+        self._clerk_device = clerk_device
         self._config_path = config_path
         self._next_config: StationConfig | None = None
         self._generation = asyncio.Event()
@@ -75,6 +82,7 @@ class EdgeAgent:
                 commands=self.commands,
                 station_handlers=station_handlers,
                 on_answered=self._reload_if_asked,
+                clerk_terminal=device.id == self._clerk_device,
             )
             for device in self.config.devices
         }

@@ -56,6 +56,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from contracts.configfile import ConfigFileError, load_toml_model, resolve
 from contracts.ids import Identifier
+from edge.alarm import AlarmConfig
+from edge.workflows.counter import CounterConfig
+from edge.workflows.locker import LockerConfig
+from edge.workflows.sorter import SorterWorkflowConfig
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _M = TypeVar("_M", bound=BaseModel)
@@ -232,6 +236,10 @@ class DeviceConfig(BaseModel):
     ds18b20: list[Ds18b20Config] = Field(default_factory=list)
     scanner: ScannerConfig | None = None
     lockboard: LockBoardConfig | None = None
+    counter: CounterConfig | None = None
+    locker: LockerConfig | None = None
+    sorter: SorterWorkflowConfig | None = None
+    alarm: AlarmConfig | None = None
 
     @model_validator(mode="after")
     def _probe_ids_unique(self) -> Self:
@@ -242,7 +250,30 @@ class DeviceConfig(BaseModel):
             raise ValueError("give either password or password_file, not both")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("give tls_cert_file and tls_key_file together")
+        self._workflows_have_devices()
         return self
+
+    def _workflows_have_devices(self) -> None:
+        workflows = [name for name in ("counter", "locker", "sorter") if getattr(self, name)]
+        if len(workflows) > 1:
+            raise ValueError(f"one workflow per device, not {' and '.join(workflows)}")
+        if self.counter is not None and self.scanner is None:
+            raise ValueError("a counter needs a scanner for waybills")
+        if self.locker is not None:
+            if self.lockboard is None:
+                raise ValueError("a locker needs a lockboard section")
+            missing = {board for board, _ in self.locker.sizes()} - set(self.lockboard.boards)
+            if missing:
+                raise ValueError(
+                    f"locker slots on boards {sorted(missing)} are not in lockboard.boards"
+                )
+        if self.alarm is not None and not self.probe_ids():
+            raise ValueError("an alarm needs probes to watch")
+
+    @property
+    def workflow(self) -> str | None:
+        """The station workflow this device runs, if any."""
+        return next((n for n in ("counter", "locker", "sorter") if getattr(self, n)), None)
 
     def probe_ids(self) -> list[str]:
         return [probe.id for bus in self.modbus for probe in bus.probes] + [

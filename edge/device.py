@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
@@ -24,22 +23,16 @@ from edge.commandlog import CommandLog
 from edge.commands import (
     CommandProcessor,
     Handler,
-    open_slot_handler,
-    query_slots_handler,
-    set_profile_handler,
 )
 from edge.config import DeviceConfig, StationConfig
+from edge.devicework import open_device_work
 from edge.errors import EdgeError
 from edge.link import DeviceLink
 from edge.outbox import Outbox
-from edge.probes import ProbePoller
 from edge.sender import Sender
 from edge.sequence import SequenceStore
 from edge.tasks import run_until
 from edge.workflows import Workflow
-from firmware_bridge.lockboard.driver import LockBus
-from firmware_bridge.scanner.driver import SerialScanner
-from firmware_bridge.serial_link import SerialLink
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +54,7 @@ class DeviceRuntime:
         commands: CommandLog,
         station_handlers: StationHandlers,
         on_answered: Callable[[], None] | None = None,
+        clerk_terminal: bool = False,
     ) -> None:
         self.station = config.station
         self.config = device
@@ -70,6 +64,7 @@ class DeviceRuntime:
         self._commands = commands
         self._station_handlers = station_handlers
         self._on_answered = on_answered
+        self._clerk_terminal = clerk_terminal
         self._link: DeviceLink | None = None
         self._sender: Sender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,62 +138,22 @@ class DeviceRuntime:
                 len(self.config.probe_ids()),
                 self._outbox.depth(self.id),
             )
-            handlers = dict(self._builtin_handlers())
-            lockbus = await self._open_lockboard(stack)
-            if lockbus is not None:
-                handlers["open_slot"] = open_slot_handler(lockbus)
-                handlers["query_slots"] = query_slots_handler(lockbus)
+            device = await open_device_work(
+                self.config,
+                stack,
+                self.emit,
+                data_dir=data_dir,
+                commands=self._commands,
+                clerk_terminal=self._clerk_terminal,
+            )
+            handlers = {name: make(self.id) for name, make in self._station_handlers.items()}
+            handlers.update(device.handlers)
             processor = CommandProcessor(self.id, self._commands, handlers)
-            work: list[Coroutine[Any, Any, None]] = [self._serve_commands(processor)]
-            if self.config.modbus or self.config.ds18b20:
-                poller = ProbePoller(
-                    self.config.modbus, self.config.interval_s, self.emit, self.config.ds18b20
-                )
-                work.append(poller.run(stop))
-            if lockbus is not None:
-                work.append(self._forward(lockbus.events()))
-            if self.config.scanner is not None:
-                scanner_config = self.config.scanner
-                serial = await stack.enter_async_context(
-                    SerialLink(scanner_config.port, baudrate=scanner_config.baudrate)
-                )
-                scanner = await stack.enter_async_context(
-                    SerialScanner(
-                        serial,
-                        reader=scanner_config.reader,
-                        suffix=scanner_config.suffix,
-                        aim=scanner_config.aim,
-                    )
-                )
-                work.append(self._forward(scanner.scans()))
+            if device.workflow is not None:
+                self.workflows.append(device.workflow)
+            work = [self._serve_commands(processor), *(run(stop) for run in device.work)]
             await run_until(stop, work)
             log.info("%s: stopping; sender %s", self.id, sender.stats)
-
-    def _builtin_handlers(self) -> dict[str, Handler]:
-        handlers = {name: make(self.id) for name, make in self._station_handlers.items()}
-        handlers["set_profile"] = set_profile_handler(
-            self.id, self.config.probe_ids(), self._commands, None
-        )
-        return handlers
-
-    async def _open_lockboard(self, stack: contextlib.AsyncExitStack) -> LockBus | None:
-        config = self.config.lockboard
-        if config is None:
-            return None
-        serial = await stack.enter_async_context(SerialLink(config.port, baudrate=config.baudrate))
-        return await stack.enter_async_context(
-            LockBus(
-                serial,
-                boards=config.boards,
-                locks_per_board=config.locks_per_board,
-                item_sensors=config.item_sensors,
-                poll_interval_s=config.poll_interval_s,
-            )
-        )
-
-    async def _forward(self, events: Any) -> None:
-        async for body in events:
-            self.emit(body)
 
     async def _serve_commands(self, processor: CommandProcessor) -> None:
         while True:

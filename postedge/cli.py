@@ -85,6 +85,11 @@ def _add_edge(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         ),
     )
     run.add_argument("config", type=Path, metavar="STATION.toml", help="station configuration file")
+    run.add_argument(
+        "--clerk",
+        metavar="DEVICE",
+        help="run the clerk's acceptance terminal for this counter device on stdin/stdout",
+    )
     run.set_defaults(func=_edge_run)
     check = sub.add_parser(
         "check",
@@ -116,7 +121,14 @@ def _edge_run(args: argparse.Namespace) -> int:
     from edge.config import load_station_config
 
     config = load_station_config(args.config)
-    asyncio.run(run_until_signalled(EdgeAgent(config, config_path=args.config)))
+    counters = [device.id for device in config.devices if device.counter is not None]
+    if args.clerk is not None and args.clerk not in counters:
+        raise ConfigFileError(
+            f"--clerk {args.clerk}: not a counter device of {args.config} "
+            f"(counters: {', '.join(counters) or 'none'})"
+        )
+    agent = EdgeAgent(config, config_path=args.config, clerk_device=args.clerk)
+    asyncio.run(run_until_signalled(agent))
     return 0
 
 

@@ -1,0 +1,191 @@
+"""What one device does, built from its config: drivers opened, a workflow, the local alarm.
+
+:func:`open_device_work` opens a device's drivers on an exit stack and decides who
+consumes them. With a station workflow (counter, locker or sorter) the workflow owns the
+scanner and the lock boards and emits their events itself; without one, the device
+forwards every scan and door change as an event. Probe readings always go out, and
+through the local alarm when the device has one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contracts import AnyBody, DoorAlarmBody, TemperatureBody
+from edge.alarm import ProbeAlarm, SysfsGpio, make_output
+from edge.clerk import read_lines, run_clerk_terminal
+from edge.commandlog import CommandLog
+from edge.commands import (
+    Handler,
+    load_profiles,
+    open_slot_handler,
+    query_slots_handler,
+    set_profile_handler,
+)
+from edge.config import DeviceConfig
+from edge.probes import ProbePoller
+from edge.workflows import Emit, Workflow
+from edge.workflows.counter import CounterWorkflow
+from edge.workflows.locker import DoorAlarm, LockerWorkflow
+from edge.workflows.sorter import SorterWorkflow
+from firmware_bridge.idcard.driver import IdCardReader
+from firmware_bridge.lockboard.driver import LockBus
+from firmware_bridge.scanner.driver import SerialScanner
+from firmware_bridge.serial_link import SerialLink
+
+log = logging.getLogger(__name__)
+
+Work = Coroutine[Any, Any, None]
+
+
+@dataclass
+class DeviceWork:
+    """The coroutines a device runs, its command handlers and its workflow."""
+
+    work: list[Callable[[Any], Work]] = field(default_factory=list)
+    """Each takes the stop event."""
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    workflow: Workflow | None = None
+    alarm: ProbeAlarm | None = None
+
+
+async def open_device_work(
+    config: DeviceConfig,
+    stack: contextlib.AsyncExitStack,
+    emit: Emit,
+    *,
+    data_dir: Path,
+    commands: CommandLog,
+    clerk_terminal: bool = False,
+) -> DeviceWork:
+    """Open ``config``'s drivers on ``stack`` and wire them; nothing runs until the caller
+    runs ``work``."""
+    result = DeviceWork()
+    result.alarm = await _open_alarm(config, commands, stack)
+    result.handlers["set_profile"] = set_profile_handler(
+        config.id,
+        config.probe_ids(),
+        commands,
+        result.alarm.set_profile if result.alarm is not None else None,
+    )
+    if config.modbus or config.ds18b20:
+        alarm = result.alarm
+
+        def on_reading(body: TemperatureBody) -> None:
+            emit(body)
+            if alarm is not None:
+                alarm.on_reading(body)
+
+        poller = ProbePoller(config.modbus, config.interval_s, on_reading, config.ds18b20)
+        result.work.append(poller.run)
+    lockbus = await _open_lockboard(config, stack)
+    if lockbus is not None:
+        result.handlers["open_slot"] = open_slot_handler(lockbus)
+        result.handlers["query_slots"] = query_slots_handler(lockbus)
+    scanner = await _open_scanner(config, stack)
+    result.workflow = await _open_workflow(config, stack, emit, lockbus, scanner, data_dir)
+    if result.workflow is not None:
+        result.work.append(result.workflow.run)
+        if clerk_terminal and isinstance(result.workflow, CounterWorkflow):
+            counter = result.workflow
+            result.work.append(lambda stop: _clerk(counter))
+    else:
+        if lockbus is not None:
+            result.work.append(lambda stop: _forward(lockbus.events(), emit))
+        if scanner is not None:
+            result.work.append(lambda stop: _forward(scanner.scans(), emit))
+    return result
+
+
+async def _open_workflow(
+    config: DeviceConfig,
+    stack: contextlib.AsyncExitStack,
+    emit: Emit,
+    lockbus: LockBus | None,
+    scanner: SerialScanner | None,
+    data_dir: Path,
+) -> Workflow | None:
+    if config.counter is not None and scanner is not None:
+        card = config.counter.idcard
+        link = await stack.enter_async_context(SerialLink(card.port, baudrate=card.baudrate))
+        reader = await stack.enter_async_context(
+            IdCardReader(link, reader=card.reader, retries=card.retries)
+        )
+        return CounterWorkflow(config.counter, scanner, reader, emit)
+    if config.locker is not None and lockbus is not None:
+
+        def on_alarm(alarm: DoorAlarm) -> None:
+            emit(
+                DoorAlarmBody(
+                    board=alarm.board, lock=alarm.lock, alarm=alarm.alarm, open_s=alarm.seconds
+                )
+            )
+
+        return LockerWorkflow(
+            config.locker,
+            lockbus,
+            emit,
+            scanner=scanner,
+            codes_path=data_dir / f"{config.id}.codes.json",
+            on_alarm=on_alarm,
+        )
+    if config.sorter is not None:
+        plc = await stack.enter_async_context(config.sorter.make_plc())
+        return SorterWorkflow(config.sorter, plc, emit, scanner=scanner)
+    return None
+
+
+async def _open_alarm(
+    config: DeviceConfig, commands: CommandLog, stack: contextlib.AsyncExitStack
+) -> ProbeAlarm | None:
+    if config.alarm is None:
+        return None
+    output = make_output(config.alarm)
+    if isinstance(output, SysfsGpio):
+        output.start()
+        stack.callback(output.stop)
+    return ProbeAlarm(load_profiles(commands, config.id), output)
+
+
+async def _open_lockboard(config: DeviceConfig, stack: contextlib.AsyncExitStack) -> LockBus | None:
+    board = config.lockboard
+    if board is None:
+        return None
+    serial = await stack.enter_async_context(SerialLink(board.port, baudrate=board.baudrate))
+    return await stack.enter_async_context(
+        LockBus(
+            serial,
+            boards=board.boards,
+            locks_per_board=board.locks_per_board,
+            item_sensors=board.item_sensors,
+            poll_interval_s=board.poll_interval_s,
+        )
+    )
+
+
+async def _open_scanner(
+    config: DeviceConfig, stack: contextlib.AsyncExitStack
+) -> SerialScanner | None:
+    scanner = config.scanner
+    if scanner is None:
+        return None
+    serial = await stack.enter_async_context(SerialLink(scanner.port, baudrate=scanner.baudrate))
+    return await stack.enter_async_context(
+        SerialScanner(serial, reader=scanner.reader, suffix=scanner.suffix, aim=scanner.aim)
+    )
+
+
+async def _forward(events: Any, emit: Callable[[AnyBody], object]) -> None:
+    async for body in events:
+        emit(body)
+
+
+async def _clerk(counter: CounterWorkflow) -> None:
+    accepted = await run_clerk_terminal(counter, read_lines(sys.stdin), sys.stdout)
+    log.info("clerk terminal closed after %d acceptances; the agent carries on", accepted)
