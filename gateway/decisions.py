@@ -38,6 +38,9 @@ from gateway.registry import Registry, check_identity
 log = logging.getLogger(__name__)
 
 _BATCH = 200
+
+PickupNotifier = Callable[[str, str, str, str], None]
+"""``(station, locker device, waybill, clear code)``: tells the recipient their code."""
 _RETRY_INITIAL_S = 0.1
 _RETRY_MAX_S = 5.0
 
@@ -54,9 +57,11 @@ class DecisionWorker:
         *,
         name: str,
         on_failure: Callable[[BaseException], None] | None = None,
+        notify_pickup: PickupNotifier | None = None,
     ) -> None:
         self._consumer = consumer
         self._on_failure = on_failure
+        self._notify_pickup = notify_pickup
         self._clearance = clearance
         self._registry = registry
         self._counters = counters
@@ -143,6 +148,8 @@ class DecisionWorker:
 
     def _publish(self, envelope: AnyEnvelope, outcome: Outcome) -> None:
         self._counters.add(outcome.counters)
+        if outcome.pickup_code is not None:
+            self._hand_over_code(envelope, outcome.pickup_code)
         if outcome.replayed:
             self._counters.incr("ledger.replayed")
         messages: list[DecisionMessage] = []
@@ -157,6 +164,24 @@ class DecisionWorker:
             self._consumer.publish(
                 str(AlertsTopic(alert.station)), alert.model_dump_json(by_alias=True).encode()
             )
+
+    def _hand_over_code(self, envelope: AnyEnvelope, code: str) -> None:
+        """The clear pickup code exists only here, once: it goes to the notifier (an SMS
+        gateway, in production) and nowhere else: never to a log or the ledger."""
+        waybill = getattr(envelope.body, "waybill", "")
+        if self._notify_pickup is None:
+            self._counters.incr("pickup.code_not_notified")
+            log.warning(
+                "%s: pickup code for %s issued, but no notifier is configured",
+                self._name,
+                waybill,
+            )
+            return
+        try:
+            self._notify_pickup(envelope.station, envelope.device, waybill, code)
+        except Exception as exc:  # the notifier's bug must not stop decisions
+            self._counters.incr("pickup.notify_failed")
+            log.error("%s: pickup notifier failed: %s", self._name, type(exc).__name__)
 
     def _dead_letter(self, message: Inbound, exc: ContractError) -> None:
         record = DeadLetter.of(

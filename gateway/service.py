@@ -19,7 +19,7 @@ from types import FrameType
 from gateway.clearance import Clearance
 from gateway.config import GatewayConfig
 from gateway.consumer import LEDGER_SUBSCRIPTION, MqttConsumer
-from gateway.decisions import DecisionWorker
+from gateway.decisions import DecisionWorker, PickupNotifier
 from gateway.ingest import Ingestor
 from gateway.ledger import Ledger
 from gateway.metrics import Counters, MetricsServer
@@ -41,6 +41,7 @@ class GatewayWorker:
         client_id: str,
         decisions: bool = True,
         metrics_port_offset: int = 0,
+        notify_pickup: PickupNotifier | None = None,
     ) -> None:
         self.config = config
         self.client_id = client_id
@@ -75,6 +76,7 @@ class GatewayWorker:
                 self.counters,
                 name=ledger_id,
                 on_failure=self._decisions_failed,
+                notify_pickup=notify_pickup,
             )
         self.metrics: MetricsServer | None = None
         if config.metrics.port is not None:
