@@ -62,6 +62,7 @@ from contracts.envelope import (
     DepositRequestEnvelope,
     InductionEnvelope,
     PickupEnvelope,
+    SortMissEnvelope,
     XrayEnvelope,
 )
 from contracts.errors import ContractError
@@ -205,6 +206,8 @@ class Clearance:
             applied = self._deposit(tx, envelope, prepared.code, now)
         elif isinstance(envelope, PickupEnvelope):
             applied = _pickup(tx, envelope, now)
+        elif isinstance(envelope, SortMissEnvelope):
+            applied = _sort_miss(tx, envelope)
         else:
             return Outcome(decision=None, replayed=False, counters={})
         tx.mark_processed(envelope.id, envelope.kind, now, applied.decision_id)
@@ -413,6 +416,16 @@ def _matched_prefix(routing: Routing, destination: str) -> str | None:
     """The route prefix :func:`longest_prefix_route` matched, for the decision's facts."""
     matching = [prefix for prefix in routing.routes if destination.startswith(prefix)]
     return max(matching, key=len, default=None)
+
+
+def _sort_miss(tx: LedgerTx, envelope: SortMissEnvelope) -> _Applied:
+    """The sorter sent the parcel to its exception chute because the decision came too late
+    (or not at all): the induction did not route it, so when the parcel comes round again
+    it is not a duplicate."""
+    request = envelope.body.request
+    if request is not None:
+        tx.unroute_induction(request, sorter=envelope.device)
+    return _Applied(Outcome(None, False, {"sort.missed_at_edge": 1}))
 
 
 def _deposit_request(tx: LedgerTx, envelope: DepositRequestEnvelope, now: datetime) -> _Applied:

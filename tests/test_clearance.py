@@ -26,6 +26,7 @@ from contracts.station import (
     PickupBody,
     PickupCodes,
     SortDecision,
+    SortMissBody,
     pickup_code_hash,
 )
 from gateway.clearance import Clearance, DuplicateAcceptance, Outcome, UnknownSorter
@@ -378,6 +379,21 @@ def test_a_parcel_fixed_after_an_exception_may_be_inducted_again(station: Statio
     assert station.sort(station.induct("WB0001")).reason == "duplicate_induction"
     # Another sorter has its own inductions and its own routing.
     assert station.sort(station.induct("WB0001", sorter="sorter-2")).chute == 4
+
+
+def test_a_parcel_the_sorter_missed_may_be_routed_when_it_comes_round_again(
+    station: Station,
+) -> None:
+    """A decision that came too late: the edge sent the parcel to the exception chute and
+    said so (sort_miss), so the next induction of the waybill is no duplicate."""
+    station.cleared("WB0001")
+    late = station.envelope("sorter-1", InductionBody(transaction=1, barcode="WB0001"))
+    assert station.sort(station.clearance.handle(late)).chute == 7
+    miss = SortMissBody(transaction=1, waybill="WB0001", chute=99, waited_ms=450, request=late.id)
+    assert station.send("sorter-1", miss).counters == {"sort.missed_at_edge": 1}
+    again = station.sort(station.induct("WB0001", transaction=2))
+    assert (again.chute, again.reason) == (7, None)
+    assert station.sort(station.induct("WB0001", transaction=3)).reason == "duplicate_induction"
 
 
 def test_an_induction_from_a_device_with_no_routing_is_refused(station: Station) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select
+from sqlalchemy import Connection, and_, insert, select, update
 
 from gateway.ledger import schema as t
 from gateway.registry import Routing
@@ -141,6 +141,17 @@ class DecisionRows:
             )
         ).first()
         return found is not None
+
+    def unroute_induction(self, request: str, *, sorter: str) -> bool:
+        """Mark induction ``request`` on ``sorter`` as not routed (it went to the exception
+        chute after all); whether there was such a routed induction."""
+        i = t.inductions.c
+        result = self.connection.execute(
+            update(t.inductions)
+            .where(and_(i.request == request, i.sorter == sorter, i.routed.is_(True)))
+            .values(routed=False)
+        )
+        return bool(result.rowcount)
 
     def add_induction(
         self,

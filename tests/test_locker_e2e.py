@@ -1,0 +1,166 @@
+"""The locker workflow end to end: lock-board simulator → edge agent → Mosquitto → gateway.
+
+A courier's delivery becomes a ``deposit`` event, the gateway issues a pickup code (the
+test reads it where the SMS gateway would) and sends the locker its list of hashed codes;
+the recipient's code opens the slot, also while the broker is down. The rig is
+:class:`tests.test_workflows_e2e.Rig`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from contracts import AcceptanceBody, Inspection, decode
+from edge.workflows.locker import LockerWorkflow, OnOpen
+from edge.workflows.lockercodes import Slot
+from firmware_bridge.sim.idcard import SAMPLE_IDENTITY
+from firmware_bridge.sim.lockboard import LockboardScenario, LockboardSim, SimBoard
+from postedge.localservers import Mosquitto
+from tests.conftest import device_password
+from tests.helpers import wait_until
+from tests.test_workflows_e2e import (
+    COUNTER,
+    LOCKER,
+    ROLES,
+    TO_TANGYIN,
+    Agent,
+    Rig,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.hil]
+
+
+@pytest.fixture
+def rig(tmp_path: Path, make_mosquitto: Callable[..., Mosquitto]) -> Iterator[Rig]:
+    with contextlib.ExitStack() as stack:
+        yield Rig(tmp_path, make_mosquitto(devices=list(ROLES)), stack)
+
+
+def start_locker(rig: Rig) -> tuple[Agent, LockerWorkflow, LockboardSim]:
+    """A locker of eight small slots on one board that reports door changes."""
+    sim = rig.start_sim(LockboardSim(LockboardScenario((SimBoard(1, locks=8, reports=True),))))
+    agent = rig.start_agent(
+        f'[[devices]]\nid = "{LOCKER}"\npassword = "{device_password(LOCKER)}"\n'
+        f'lockboard = {{ port = "{sim.device_path}", boards = [1], locks_per_board = 8, '
+        "poll_interval_s = 0.2 }\n\n"
+        '[devices.locker]\nslots = [{ board = 1, locks = "1-8", size = "S" }]\n'
+        "decision_timeout_s = 5\n"
+    )
+    locker = agent.workflow(LOCKER, LockerWorkflow)
+    wait_until(locker.ready.is_set, 10, "the locker to know its doors")
+    return agent, locker, sim
+
+
+def courier(sim: LockboardSim) -> OnOpen:
+    """Puts the parcel in and shuts the door."""
+
+    def act(slot: Slot) -> None:
+        sim.insert_item(*slot)
+        sim.close_door(*slot)
+
+    return act
+
+
+def recipient(sim: LockboardSim) -> OnOpen:
+    """Takes the parcel out and shuts the door."""
+
+    def act(slot: Slot) -> None:
+        sim.remove_item(*slot)
+        sim.close_door(*slot)
+
+    return act
+
+
+def deliver(rig: Rig, locker: LockerWorkflow, sim: LockboardSim, waybill: str) -> str:
+    """A courier's delivery; returns the clear code once the locker has its hashed list."""
+    outcome = rig.run(locker.deliver(waybill, "S", "courier-1", on_open=courier(sim)))
+    assert (outcome.status, outcome.slot) == ("deposited", (1, 1))
+    code = wait_until(lambda: rig.gateway.codes.get(waybill), 15, "the pickup code")
+    assert code is not None
+    wait_until(
+        lambda: [(e.waybill, e.board, e.lock) for e in locker.codes.entries()] == [(waybill, 1, 1)],
+        15,
+        "the locker's code list",
+    )
+    return code
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+
+
+def test_a_delivery_gets_a_code_that_opens_its_slot_and_send_deposits_need_a_realname(
+    rig: Rig,
+) -> None:
+    agent, locker, sim = start_locker(rig)
+    code = deliver(rig, locker, sim, "YT7300001")
+    assert rig.gateway.count("deposit.delivery") == 1
+    assert [e.body["waybill"] for e in rig.gateway.events(LOCKER, "deposit")] == ["YT7300001"]
+
+    refused = rig.run(locker.pickup(wrong(code)))
+    assert (refused.status, refused.reason) == ("refused", "invalid_code")
+    assert sum(sim.open_commands.values()) == 1  # only the courier's
+    assert not sim.is_open(1, 1)
+
+    picked = rig.run(locker.pickup(code, on_open=recipient(sim)))
+    assert (picked.status, picked.slot, picked.waybill) == ("collected", (1, 1), "YT7300001")
+    assert sim.open_commands[1, 1] == 2
+    assert not sim.is_occupied(1, 1)
+    rig.gateway.wait_count("pickup.collected", 1)
+    wait_until(lambda: locker.codes.entries() == (), 15, "the code list without the code")
+
+    # A send-deposit: allowed for an accepted waybill, refused for one never accepted.
+    rig.send(COUNTER, acceptance("YT7300002"))
+    rig.gateway.wait_count("acceptance.accepted", 1)
+    sent = rig.run(locker.send("YT7300002", "S", on_open=courier(sim)))
+    assert (sent.status, sent.slot) == ("deposited", (1, 1))
+    unknown = rig.run(locker.send("YT7300404", "S"))
+    assert (unknown.status, unknown.reason) == ("refused", "no_realname")
+    assert sum(sim.open_commands.values()) == 3  # the refused send opened nothing
+    rig.gateway.wait_count("deposit.send", 1)
+    assert (rig.gateway.count("deposit.allowed"), rig.gateway.count("deposit.refused")) == (1, 1)
+    assert locker.stats.sends_refused == 1
+    assert rig.gateway.codes.keys() == {"YT7300001"}  # a send-deposit issues no code
+    wait_until(lambda: agent.agent.outbox.depth(LOCKER) == 0, 15, "the receipts")
+
+
+def test_a_pickup_works_with_the_broker_down_and_reaches_the_gateway_afterwards(
+    rig: Rig,
+) -> None:
+    agent, locker, sim = start_locker(rig)
+    code = deliver(rig, locker, sim, "YT7400001")
+    wait_until(lambda: agent.agent.outbox.depth(LOCKER) == 0, 15, "the receipts")
+    before = rig.gateway.events(LOCKER)
+    assert [e.kind for e in before if e.kind != "door"] == ["deposit"]
+
+    rig.broker.stop()
+    wait_until(lambda: agent.link_state(LOCKER) == "down", 10, "the link down")
+    picked = rig.run(locker.pickup(code, on_open=recipient(sim)))
+    assert (picked.status, picked.slot, picked.waybill) == ("collected", (1, 1), "YT7400001")
+    kept = [decode(pending.payload) for pending in agent.agent.outbox.pending(LOCKER)]
+    assert picked.event in [envelope.id for envelope in kept if envelope.kind == "pickup"]
+
+    rig.broker.start()
+    rig.gateway.wait_count("pickup.collected", 1, timeout=30)
+    wait_until(lambda: agent.agent.outbox.depth(LOCKER) == 0, 30, "the receipts")
+    after = rig.gateway.events(LOCKER)
+    assert after[: len(before)] == before
+    assert [e.seq for e in after] == sorted(e.seq for e in after)  # stored in device order
+    assert [e.kind for e in after if e.kind != "door"] == ["deposit", "pickup"]
+    assert after[-1].msg_id == picked.event
+    assert {e.kind for e in after[len(before) :]} == {"door", "pickup"}
+    wait_until(lambda: locker.codes.entries() == (), 15, "the new code list")
+
+
+def acceptance(waybill: str) -> AcceptanceBody:
+    return AcceptanceBody(
+        waybill=waybill,
+        destination=TO_TANGYIN,
+        sender=SAMPLE_IDENTITY,
+        inspection=Inspection(inspected=True, declared_contents="干枣 dried dates"),
+        clerk="clerk-1",
+    )
