@@ -57,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from contracts.configfile import ConfigFileError, load_toml_model, resolve
 from contracts.ids import Identifier
 from edge.alarm import AlarmConfig
+from edge.camera import CameraConfig
 from edge.workflows.counter import CounterConfig
 from edge.workflows.locker import LockerConfig
 from edge.workflows.sorter import SorterWorkflowConfig
@@ -235,6 +236,7 @@ class DeviceConfig(BaseModel):
     modbus: list[ModbusBusConfig] = Field(default_factory=list)
     ds18b20: list[Ds18b20Config] = Field(default_factory=list)
     scanner: ScannerConfig | None = None
+    camera: CameraConfig | None = None
     lockboard: LockBoardConfig | None = None
     counter: CounterConfig | None = None
     locker: LockerConfig | None = None
@@ -257,8 +259,10 @@ class DeviceConfig(BaseModel):
         workflows = [name for name in ("counter", "locker", "sorter") if getattr(self, name)]
         if len(workflows) > 1:
             raise ValueError(f"one workflow per device, not {' and '.join(workflows)}")
-        if self.counter is not None and self.scanner is None:
-            raise ValueError("a counter needs a scanner for waybills")
+        if self.scanner is not None and self.camera is not None:
+            raise ValueError("give a scanner or a camera, not both: one source of waybills")
+        if self.counter is not None and self.scanner is None and self.camera is None:
+            raise ValueError("a counter needs a scanner or a camera for waybills")
         if self.locker is not None:
             if self.lockboard is None:
                 raise ValueError("a locker needs a lockboard section")

@@ -9,15 +9,16 @@ through the local alarm when the device has one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contracts import AnyBody, DoorAlarmBody, TemperatureBody
+from contracts import AnyBody, DoorAlarmBody, ScanBody, TemperatureBody
 from edge.alarm import ProbeAlarm, SysfsGpio, make_output
 from edge.clerk import read_lines, run_clerk_terminal
 from edge.commandlog import CommandLog
@@ -30,10 +31,11 @@ from edge.commands import (
 )
 from edge.config import DeviceConfig
 from edge.probes import ProbePoller
-from edge.workflows import Emit, Workflow
+from edge.workflows import Emit, ScanSource, Workflow
 from edge.workflows.counter import CounterWorkflow
 from edge.workflows.locker import DoorAlarm, LockerWorkflow
 from edge.workflows.sorter import SorterWorkflow
+from firmware_bridge.errors import DeviceTimeout
 from firmware_bridge.idcard.driver import IdCardReader
 from firmware_bridge.lockboard.driver import LockBus
 from firmware_bridge.scanner.driver import SerialScanner
@@ -88,7 +90,13 @@ async def open_device_work(
     if lockbus is not None:
         result.handlers["open_slot"] = open_slot_handler(lockbus)
         result.handlers["query_slots"] = query_slots_handler(lockbus)
-    scanner = await _open_scanner(config, stack)
+    scanner: SerialScanner | QueuedScans | None = await _open_scanner(config, stack)
+    if config.camera is not None:
+        from edge.camera.reader import CameraReader  # OpenCV only where a camera is used
+
+        camera = QueuedScans(CameraReader.from_config(config.camera))
+        result.work.append(camera.run)
+        scanner = camera
     result.workflow = await _open_workflow(config, stack, emit, lockbus, scanner, data_dir)
     if result.workflow is not None:
         result.work.append(result.workflow.run)
@@ -108,7 +116,7 @@ async def _open_workflow(
     stack: contextlib.AsyncExitStack,
     emit: Emit,
     lockbus: LockBus | None,
-    scanner: SerialScanner | None,
+    scanner: SerialScanner | QueuedScans | None,
     data_dir: Path,
 ) -> Workflow | None:
     if config.counter is not None and scanner is not None:
@@ -179,6 +187,41 @@ async def _open_scanner(
     return await stack.enter_async_context(
         SerialScanner(serial, reader=scanner.reader, suffix=scanner.suffix, aim=scanner.aim)
     )
+
+
+class QueuedScans:
+    """A scan source that ends or is read from one place (a camera) made to serve like a
+    serial scanner: :meth:`run` drains it into a queue; :meth:`next_scan` and
+    :meth:`scans` take from the queue."""
+
+    def __init__(self, source: ScanSource, *, size: int = 100) -> None:
+        self._source = source
+        self._queue: asyncio.Queue[ScanBody] = asyncio.Queue(size)
+        self.dropped = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        scans = self._source.scans()
+        try:
+            async for scan in scans:
+                if self._queue.full():  # nobody is taking them: keep the newest
+                    self._queue.get_nowait()
+                    self.dropped += 1
+                self._queue.put_nowait(scan)
+        finally:
+            aclose = getattr(scans, "aclose", None)  # closes the camera's source
+            if aclose is not None:
+                await aclose()
+        await stop.wait()  # a file or folder source ends; the device does not
+
+    async def next_scan(self, timeout: float | None = None) -> ScanBody:
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            raise DeviceTimeout(f"no scan in {timeout:g} s") from None
+
+    async def scans(self) -> AsyncIterator[ScanBody]:
+        while True:
+            yield await self._queue.get()
 
 
 async def _forward(events: Any, emit: Callable[[AnyBody], object]) -> None:

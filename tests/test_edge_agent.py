@@ -349,3 +349,50 @@ def test_the_gateway_stores_what_the_agent_sends_and_the_outbox_empties(
     finally:
         agent.stop()
         worker.stop()
+
+
+def test_a_camera_stands_in_for_a_serial_scanner(
+    tmp_path: Path, background: BackgroundLoop
+) -> None:
+    """Labels in front of a camera (a folder of frames here) become scan events, one per
+    waybill however many frames show it, kept in the outbox while the link is down."""
+    import cv2
+
+    from tests.labels import code128, pad, qr
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    labels = [("YT0001", code128), ("YT0001", code128), ("YT0002", qr), ("YT0002", qr)]
+    for index, (text, make) in enumerate(labels):
+        cv2.imwrite(str(frames / f"{index:03d}.png"), pad(make(text)))
+    config = tmp_path / "station.toml"
+    config.write_text(
+        f'station = "{STATION}"\ndata_dir = "edge-data"\n\n'
+        f"[broker]\nport = {free_port()}\nreconnect_min_s = 0.1\nreconnect_max_s = 0.2\n\n"
+        f'[[devices]]\nid = "{LOCKER}"\n'
+        f'camera = {{ source = "{frames}", reader = "cam-1", max_fps = 50 }}\n'
+    )
+    agent = EdgeAgent(load_station_config(config), config_path=config)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        deadline = asyncio.get_running_loop().time() + 20
+
+        def scans() -> int:
+            try:
+                return agent.outbox.stats().enqueued.get("scan", 0)
+            except EdgeError:  # the agent has not opened its outbox yet
+                return 0
+
+        while scans() < 2:
+            assert asyncio.get_running_loop().time() < deadline, "no scans in 20 s"
+            await asyncio.sleep(0.05)  # polling the outbox, not waiting for an effect
+        stop.set()
+        await task
+
+    background.run(scenario(), timeout=60)
+    with agent.outbox as outbox:
+        pending = outbox.pending(LOCKER)
+    scans = [decode(row.payload) for row in pending if row.kind == "scan"]
+    assert [scan.body.model_dump()["code"] for scan in scans] == ["YT0001", "YT0002"]
