@@ -45,6 +45,22 @@ Example::
     id = "village-23-box"
     password_file = "box.secret"
     ds18b20 = [{ sensor = "28-0123456789ab", probe = "box" }]
+    alarm = { gpio = 529 }              # a buzzer while a probe is out of its profile
+
+Station workflows (one per device; see edge/workflows/)::
+
+    [devices.locker]                    # with scanner (or camera) and lockboard sections
+    slots = [{ board = 1, locks = "1-8", size = "S" }, { board = 2, locks = "1-4", size = "L" }]
+
+    [devices.counter]                   # with a scanner or a camera section
+    idcard = { port = "/dev/ttyUSB2" }
+
+    [devices.sorter]
+    host = "192.168.1.20"
+    exception_chute = 24
+    deadline_ms = 300
+
+    # camera = { source = "rtsp://cam.local/stream", reader = "cam-1" } instead of a scanner
 """
 
 from __future__ import annotations
