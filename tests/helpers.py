@@ -68,7 +68,7 @@ class Observer:
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         with self._changed:
-            self.messages.append(Seen(message.topic, message.payload, bool(message.retain)))
+            self.messages.append(Seen(message.topic, bytes(message.payload), bool(message.retain)))
             self._changed.notify_all()
 
     def wait_for(
