@@ -40,9 +40,11 @@ class EdgeAgent:
         *,
         config_path: Path | None = None,
         clerk_device: str | None = None,
+        panel_device: str | None = None,
     ) -> None:
         self.config = config
         self._clerk_device = clerk_device
+        self._panel_device = panel_device
         self._config_path = config_path
         self._next_config: StationConfig | None = None
         self._generation = asyncio.Event()
@@ -83,6 +85,7 @@ class EdgeAgent:
                 station_handlers=station_handlers,
                 on_answered=self._reload_if_asked,
                 clerk_terminal=device.id == self._clerk_device,
+                panel_terminal=device.id == self._panel_device,
             )
             for device in self.config.devices
         }

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, TextIO, TypeVar
 
 from contracts.errors import ContractError
 from contracts.ids import validate_id
+from edge.terminal import Cancel, EndOfInput, LineQueue, Quit
 from edge.workflows.counter import CounterRefusal, CounterWorkflow
 
 T = TypeVar("T")
@@ -41,36 +40,6 @@ _CANCEL: Final = frozenset({"c", "cancel", "取消"})
 _ITEM_SEPARATORS: Final = re.compile(r"[,，、;；]")
 
 
-async def read_lines(stream: TextIO) -> AsyncIterator[str]:
-    """The lines of ``stream`` without line ends: through the event loop for a terminal
-    or a pipe (the loop never blocks on the clerk), else in a worker thread (a regular
-    file or ``StringIO``, which never block for long)."""
-    if not _is_pipe_like(stream):
-        while line := await asyncio.to_thread(stream.readline):
-            yield line.rstrip("\r\n")
-        return
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), stream
-    )
-    encoding = getattr(stream, "encoding", None) or "utf-8"
-    try:
-        while raw := await reader.readline():
-            yield raw.decode(encoding, errors="replace").rstrip("\r\n")
-    finally:
-        transport.close()
-
-
-def _is_pipe_like(stream: TextIO) -> bool:
-    """Whether the event loop can watch ``stream``: a pipe, a terminal or a socket."""
-    try:
-        mode = os.fstat(stream.fileno()).st_mode
-    except (OSError, ValueError):  # no file descriptor (StringIO), or closed
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
-
-
 async def run_clerk_terminal(
     workflow: CounterWorkflow,
     lines: AsyncIterator[str],
@@ -83,10 +52,10 @@ async def run_clerk_terminal(
     ``clerk`` defaults to the counter's configured clerk, else the terminal asks. A
     parcel in progress when the session ends (or the task is cancelled) is cancelled.
     """
-    terminal = _Terminal(workflow, _Lines(lines), out)
+    terminal = _Terminal(workflow, LineQueue(lines), out)
     try:
         await terminal.session(clerk)
-    except (_Quit, _EndOfInput):
+    except (Quit, EndOfInput):
         terminal.say("再见 Bye")
     finally:
         workflow.cancel()
@@ -94,52 +63,8 @@ async def run_clerk_terminal(
     return terminal.accepted
 
 
-class _Quit(Exception):
-    pass
-
-
-class _Cancel(Exception):
-    pass
-
-
-class _EndOfInput(Exception):
-    pass
-
-
-class _Lines:
-    """Lines read ahead into a queue, so a wait for a line can be cancelled without
-    losing one (cancelling an async generator mid-read would end it)."""
-
-    def __init__(self, lines: AsyncIterator[str]) -> None:
-        self._lines = lines
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._pump: asyncio.Task[None] | None = None
-
-    async def get(self) -> str:
-        if self._pump is None:
-            self._pump = asyncio.get_running_loop().create_task(self._read())
-        line = await self._queue.get()
-        if line is None:
-            self._queue.put_nowait(None)  # every later read sees the end too
-            raise _EndOfInput
-        return line
-
-    async def _read(self) -> None:
-        try:
-            async for line in self._lines:
-                self._queue.put_nowait(line)
-        finally:
-            self._queue.put_nowait(None)
-
-    async def close(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-
-
 class _Terminal:
-    def __init__(self, workflow: CounterWorkflow, lines: _Lines, out: TextIO) -> None:
+    def __init__(self, workflow: CounterWorkflow, lines: LineQueue, out: TextIO) -> None:
         self.workflow = workflow
         self.lines = lines
         self.out = out
@@ -162,9 +87,9 @@ class _Terminal:
     def _command(self, line: str) -> str:
         word = line.strip().lower()
         if word in _QUIT:
-            raise _Quit
+            raise Quit
         if word in _CANCEL:
-            raise _Cancel
+            raise Cancel
         return line.strip()
 
     async def session(self, clerk: str | None) -> None:
@@ -173,7 +98,7 @@ class _Terminal:
         while True:
             try:
                 await self._parcel(clerk_id)
-            except _Cancel:
+            except Cancel:
                 self.workflow.cancel()
                 self.say("  已取消 Cancelled")
 
@@ -255,7 +180,7 @@ class _Terminal:
         if not await self._yes_no(
             f"[6/6] 提交 Submit {status.waybill} -> {status.destination}? (y/n)"
         ):
-            raise _Cancel
+            raise Cancel
         envelope = self.workflow.submit(clerk)
         self.accepted += 1
         self.say(f"  已收寄 ACCEPTED {status.waybill} ({envelope.id})")

@@ -55,6 +55,7 @@ class DeviceRuntime:
         station_handlers: StationHandlers,
         on_answered: Callable[[], None] | None = None,
         clerk_terminal: bool = False,
+        panel_terminal: bool = False,
     ) -> None:
         self.station = config.station
         self.config = device
@@ -65,6 +66,7 @@ class DeviceRuntime:
         self._station_handlers = station_handlers
         self._on_answered = on_answered
         self._clerk_terminal = clerk_terminal
+        self._panel_terminal = panel_terminal
         self._link: DeviceLink | None = None
         self._sender: Sender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,6 +147,7 @@ class DeviceRuntime:
                 data_dir=data_dir,
                 commands=self._commands,
                 clerk_terminal=self._clerk_terminal,
+                panel_terminal=self._panel_terminal,
             )
             handlers = {name: make(self.id) for name, make in self._station_handlers.items()}
             handlers.update(device.handlers)

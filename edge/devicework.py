@@ -20,7 +20,7 @@ from typing import Any
 
 from contracts import AnyBody, DoorAlarmBody, ScanBody, TemperatureBody
 from edge.alarm import ProbeAlarm, SysfsGpio, make_output
-from edge.clerk import read_lines, run_clerk_terminal
+from edge.clerk import run_clerk_terminal
 from edge.commandlog import CommandLog
 from edge.commands import (
     Handler,
@@ -30,7 +30,9 @@ from edge.commands import (
     set_profile_handler,
 )
 from edge.config import DeviceConfig
+from edge.panel import run_locker_panel
 from edge.probes import ProbePoller
+from edge.terminal import read_lines
 from edge.workflows import Emit, ScanSource, Workflow
 from edge.workflows.counter import CounterWorkflow
 from edge.workflows.locker import DoorAlarm, LockerWorkflow
@@ -65,6 +67,7 @@ async def open_device_work(
     data_dir: Path,
     commands: CommandLog,
     clerk_terminal: bool = False,
+    panel_terminal: bool = False,
 ) -> DeviceWork:
     """Open ``config``'s drivers on ``stack`` and wire them; nothing runs until the caller
     runs ``work``."""
@@ -103,6 +106,9 @@ async def open_device_work(
         if clerk_terminal and isinstance(result.workflow, CounterWorkflow):
             counter = result.workflow
             result.work.append(lambda stop: _clerk(counter))
+        if panel_terminal and isinstance(result.workflow, LockerWorkflow):
+            locker = result.workflow
+            result.work.append(lambda stop: _panel(locker))
     else:
         if lockbus is not None:
             result.work.append(lambda stop: _forward(lockbus.events(), emit))
@@ -232,3 +238,8 @@ async def _forward(events: Any, emit: Callable[[AnyBody], object]) -> None:
 async def _clerk(counter: CounterWorkflow) -> None:
     accepted = await run_clerk_terminal(counter, read_lines(sys.stdin), sys.stdout)
     log.info("clerk terminal closed after %d acceptances; the agent carries on", accepted)
+
+
+async def _panel(locker: LockerWorkflow) -> None:
+    completed = await run_locker_panel(locker, read_lines(sys.stdin), sys.stdout)
+    log.info("locker panel closed after %d operations; the agent carries on", completed)

@@ -91,6 +91,12 @@ def _add_edge(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         metavar="DEVICE",
         help="run the clerk's acceptance terminal for this counter device on stdin/stdout",
     )
+    run.add_argument(
+        "--panel",
+        metavar="DEVICE",
+        help="run the locker's panel (deliver, send, pick up) for this locker device on "
+        "stdin/stdout",
+    )
     run.set_defaults(func=_edge_run)
     check = sub.add_parser(
         "check",
@@ -128,7 +134,17 @@ def _edge_run(args: argparse.Namespace) -> int:
             f"--clerk {args.clerk}: not a counter device of {args.config} "
             f"(counters: {', '.join(counters) or 'none'})"
         )
-    agent = EdgeAgent(config, config_path=args.config, clerk_device=args.clerk)
+    lockers = [device.id for device in config.devices if device.locker is not None]
+    if args.panel is not None and args.panel not in lockers:
+        raise ConfigFileError(
+            f"--panel {args.panel}: not a locker device of {args.config} "
+            f"(lockers: {', '.join(lockers) or 'none'})"
+        )
+    if args.clerk is not None and args.panel is not None:
+        raise ConfigFileError("--clerk and --panel both read stdin: give one of them")
+    agent = EdgeAgent(
+        config, config_path=args.config, clerk_device=args.clerk, panel_device=args.panel
+    )
     asyncio.run(run_until_signalled(agent))
     return 0
 

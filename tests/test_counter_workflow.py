@@ -19,7 +19,8 @@ import pytest
 
 from contracts import AnyBody, AnyEnvelope, IdentityRead, decode, encode, make_envelope
 from contracts.station import AcceptanceBody
-from edge.clerk import read_lines, run_clerk_terminal
+from edge.clerk import run_clerk_terminal
+from edge.terminal import read_lines
 from edge.workflows.counter import (
     CounterConfig,
     CounterRefusal,
