@@ -46,3 +46,22 @@ def test_footprint_samples_the_agent_under_load(tmp_path: Path) -> None:
     assert result["rss_peak_mb"] >= result["rss_mean_mb"] > 0  # type: ignore[operator]
     assert result["readings_in_window"] > 0  # type: ignore[operator]
     assert result["scans_in_window"] > 0  # type: ignore[operator]
+
+
+def test_decisions_routes_every_induction_and_times_both_round_trips(tmp_path: Path) -> None:
+    result = run_bench(
+        "decisions.py",
+        *("--seconds", "1", "--warmup", "0.5", "--sorters", "2", "--rate", "20"),
+        json_path=tmp_path / "decisions.json",
+    )
+    median, runs = result["median"], result["runs"]
+    assert isinstance(median, dict)
+    assert isinstance(runs, list)
+    assert median["problems"] == 0
+    assert len(runs) == 1
+    for contender in ("bare", "gateway"):
+        figures = runs[0][contender]
+        assert figures["answered"] == figures["sent"] == 60
+        assert figures["missing"] == figures["not_routed"] == []
+        assert figures["measured"] == 40
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
