@@ -43,7 +43,6 @@ import json
 import math
 import os
 import select
-import signal
 import statistics
 import subprocess
 import sys
@@ -56,6 +55,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchlib import forget_sessions, stop_process  # noqa: E402
 
 from contracts import (  # noqa: E402
     AcceptanceBody,
@@ -418,30 +419,6 @@ def threads_main(argv: list[str]) -> None:
             profile.dump_stats(out / f"{index:02d}-{name}.prof")
 
 
-def stop_process(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def forget_sessions(broker: Mosquitto, ids: list[str]) -> None:
-    """End a stopped gateway's sessions, or the broker would queue the next bare run's
-    asks for it."""
-    for client_id in ids:
-        client = new_client(client_id, username=GATEWAY_USER, password=GATEWAY_PASSWORD)
-        connected = threading.Event()
-        client.on_connect = lambda *args, done=connected: done.set()
-        client.connect(broker.host, broker.port, clean_start=True)
-        client.loop_start()
-        connected.wait(10)
-        client.disconnect()
-        client.loop_stop()
-
-
 # -- measuring -------------------------------------------------------------------------
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -676,7 +653,7 @@ def one_round(
         decided = measure("gateway", broker, gateway, asks, devices)
     finally:
         stop_process(gateway)
-        forget_sessions(broker, sessions)
+        forget_sessions(broker, sessions, username=GATEWAY_USER, password=GATEWAY_PASSWORD)
     show(decided)
     return bare, decided
 

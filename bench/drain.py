@@ -43,7 +43,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -59,6 +58,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchlib import forget_sessions, stop_process  # noqa: E402
 
 from contracts import Channel, DeviceTopic, TemperatureBody, make_envelope, utc_now  # noqa: E402
 from contracts.mqtt import new_client  # noqa: E402
@@ -240,30 +241,6 @@ def wait_for_log(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what}: not within 60 s: {path.read_text()[-2000:]}")
         time.sleep(0.05)  # polling a log file for readiness
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def forget_sessions(broker: Mosquitto, ids: list[str]) -> None:
-    """End a finished gateway's sessions: an offline member of the shared group would
-    otherwise take its share of the next contender's messages."""
-    for client_id in ids:
-        client = new_client(client_id, username=GATEWAY_USER, password=GATEWAY_PASSWORD)
-        connected = threading.Event()
-        client.on_connect = lambda *args, done=connected: done.set()
-        client.connect(broker.host, broker.port, clean_start=True)
-        client.loop_start()
-        connected.wait(10)
-        client.disconnect()
-        client.loop_stop()
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -459,7 +436,7 @@ def run_agent(
     finally:
         watch.close()
         stop_process(gateway)
-        forget_sessions(broker, ids)
+        forget_sessions(broker, ids, username=GATEWAY_USER, password=GATEWAY_PASSWORD)
     check_stored(store, args.readings)
     if watch.first_at is None:
         raise RuntimeError("the outbox emptied but no receipt was seen")
@@ -546,7 +523,7 @@ def run_baseline(
             publisher.kill()
             publisher.wait()
         stop_process(gateway)
-        forget_sessions(broker, ids)
+        forget_sessions(broker, ids, username=GATEWAY_USER, password=GATEWAY_PASSWORD)
     check_stored(store, total)
     return BaselineRun(
         seconds=elapsed,

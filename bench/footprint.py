@@ -42,15 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchlib import forget_sessions, stop_process  # noqa: E402
 from drain import (  # noqa: E402
     CLI,
+    GATEWAY_PASSWORD,
+    GATEWAY_USER,
     STATION,
     Store,
     cpu_seconds,
-    forget_sessions,
     make_broker,
     start_gateway,
-    stop_process,
 )
 
 from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe  # noqa: E402
@@ -192,7 +193,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 stop_process(agent)
     finally:
         stop_process(gateway)
-        forget_sessions(broker, ids)
+        forget_sessions(broker, ids, username=GATEWAY_USER, password=GATEWAY_PASSWORD)
         broker.stop()
 
 

@@ -27,13 +27,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchlib import forget_sessions  # noqa: E402
 
 from contracts import TemperatureBody, encode, make_envelope  # noqa: E402
 from contracts.mqtt import new_client  # noqa: E402
@@ -164,7 +165,7 @@ def run_once(
             child.terminate()
         for child in children:
             child.wait(60)
-        forget_sessions(broker, ids)
+        forget_sessions(broker, ids, username=USER, password=PASSWORD)
     if done != total:
         raise RuntimeError(f"{kind}: {done} points stored, {total} sent")
     return (total - first_count) / elapsed
@@ -178,20 +179,6 @@ def _wait_first(influx: Influxd, database: str) -> tuple[float, int]:
             return time.monotonic(), count
         time.sleep(0.02)  # sampling interval of the measurement
     raise RuntimeError("no point stored within 120 s")
-
-
-def forget_sessions(broker: Mosquitto, ids: list[str]) -> None:
-    """End a finished contender's sessions: an offline member of the shared group would
-    otherwise take its share of the next contender's backlog."""
-    for client_id in ids:
-        client = new_client(client_id, username=USER, password=PASSWORD)
-        connected = threading.Event()
-        client.on_connect = lambda *args, done=connected: done.set()
-        client.connect(broker.host, broker.port, clean_start=True)
-        client.loop_start()
-        connected.wait(10)
-        client.disconnect()
-        client.loop_stop()
 
 
 def main() -> None:
