@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -163,6 +163,8 @@ class Clearance:
         self._keyring = keyring
         self._clock = clock
         self._code_lifetime = code_lifetime
+        self._routings: dict[str, Routing] = {}
+        self._routings_version = -1
 
     def handle(self, envelope: AnyEnvelope) -> Outcome:
         """Apply ``envelope`` once (see the module docstring); kinds with no ledger effect
@@ -179,6 +181,57 @@ class Clearance:
             except LedgerConflict:
                 continue  # another gateway process got there first: look again
         raise LedgerUnavailable(f"message {envelope.id}: conflicting writers, retry later")
+
+    def handle_batch(self, envelopes: Sequence[AnyEnvelope]) -> list[Outcome | ContractError]:
+        """:meth:`handle` for each of ``envelopes`` in order, in ONE transaction (one commit,
+        one fsync: a group commit), each message in a savepoint of its own: a message the
+        ledger refuses is rolled back alone and its ``ContractError`` takes its place in the
+        result. Publish the outcomes only after this returns (they are committed then).
+
+        A conflict with another writer retries the whole batch; ``LedgerUnavailable``
+        means none of it was applied.
+        """
+        prepared: list[_Prepared | ContractError] = []
+        for envelope in envelopes:
+            try:
+                prepared.append(self._prepare(envelope))
+            except ContractError as exc:
+                prepared.append(exc)
+        if not envelopes:
+            return []
+        for _ in range(_CONFLICT_ATTEMPTS):
+            try:
+                with self._ledger.transaction() as tx:
+                    return [
+                        self._handle_one(tx, e, p) for e, p in zip(envelopes, prepared, strict=True)
+                    ]
+            except LedgerConflict:
+                continue
+        raise LedgerUnavailable(f"{len(envelopes)} messages: conflicting writers, retry later")
+
+    def _handle_one(
+        self, tx: LedgerTx, envelope: AnyEnvelope, prepared: _Prepared | ContractError
+    ) -> Outcome | ContractError:
+        if isinstance(prepared, ContractError):
+            return prepared
+        try:
+            with tx.savepoint():
+                return self._handle(tx, envelope, prepared)
+        except ContractError as exc:
+            return exc
+
+    def _routing(self, tx: LedgerTx, sorter: str) -> Routing | None:
+        """The sorter's routing, cached: it changes only when the registry is synced
+        (:attr:`Ledger.registry_version`). An unknown sorter is looked up every time."""
+        if self._routings_version != self._ledger.registry_version:
+            self._routings.clear()
+            self._routings_version = self._ledger.registry_version
+        routing = self._routings.get(sorter)
+        if routing is None:
+            routing = tx.sorter_routing(sorter)
+            if routing is not None:
+                self._routings[sorter] = routing
+        return routing
 
     def _prepare(self, envelope: AnyEnvelope) -> _Prepared:
         """Validate and encrypt an acceptance's identity (raising ``InvalidIdentity``, so
@@ -199,7 +252,7 @@ class Clearance:
         elif isinstance(envelope, XrayEnvelope):
             applied = _xray(tx, envelope, now)
         elif isinstance(envelope, InductionEnvelope):
-            applied = _induct(tx, envelope, now)
+            applied = _induct(tx, envelope, self._routing(tx, envelope.device), now)
         elif isinstance(envelope, DepositRequestEnvelope):
             applied = _deposit_request(tx, envelope, now)
         elif isinstance(envelope, DepositEnvelope):
@@ -353,9 +406,10 @@ def _xray(tx: LedgerTx, envelope: XrayEnvelope, now: datetime) -> _Applied:
     return _Applied(Outcome(None, False, counters, alerts=[alert]))
 
 
-def _induct(tx: LedgerTx, envelope: InductionEnvelope, now: datetime) -> _Applied:
+def _induct(
+    tx: LedgerTx, envelope: InductionEnvelope, routing: Routing | None, now: datetime
+) -> _Applied:
     body = envelope.body
-    routing = tx.sorter_routing(envelope.device)
     if routing is None:
         raise UnknownSorter(f"device {envelope.device} is not an active sorter in the ledger")
     barcode = body.barcode
@@ -388,24 +442,25 @@ def _sort(tx: LedgerTx, sorter: str, request: str, waybill: str | None, routing:
     exception = routing.exception_chute
     if waybill is None:
         return _Sort("unknown_parcel", exception, facts)
-    facts["routed_before"] = tx.routed_before(sorter, waybill, request)
-    if facts["routed_before"]:
+    found = tx.sort_facts(sorter, waybill, request)  # one statement; facts below as checked
+    facts["routed_before"] = found.routed_before
+    if found.routed_before:
         return _Sort("duplicate_induction", exception, facts)
-    parcel = tx.parcel(waybill)
-    facts["parcel"] = parcel is not None  # never accepted, or its acceptance was refused
-    facts["realname"] = parcel is not None and tx.has_realname(waybill)
-    if parcel is None or not facts["realname"]:
+    destination = found.destination
+    facts["parcel"] = destination is not None  # never accepted, or its acceptance was refused
+    facts["realname"] = destination is not None and found.realname
+    if destination is None or not facts["realname"]:
         return _Sort("no_realname", exception, facts)
-    hold = tx.open_hold(waybill)
-    facts["hold"] = None if hold is None else {"id": hold.id, "reason": hold.reason}
+    hold = found.hold
+    facts["hold"] = None if hold is None else {"id": hold[0], "reason": hold[1]}
     if hold is not None:
         return _Sort("xray_hold", exception, facts)
-    facts["xray"] = tx.latest_verdict(waybill)
+    facts["xray"] = found.verdict
     if facts["xray"] != "PASS":
         return _Sort("no_xray", exception, facts)
-    facts["destination"] = parcel.destination
-    chute = longest_prefix_route(routing, parcel.destination)
-    facts["prefix"] = _matched_prefix(routing, parcel.destination)
+    facts["destination"] = destination
+    chute = longest_prefix_route(routing, destination)
+    facts["prefix"] = _matched_prefix(routing, destination)
     if chute is None:
         return _Sort("unknown_destination", exception, facts)
     facts["chute"] = chute

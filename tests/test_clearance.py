@@ -30,7 +30,7 @@ from contracts.station import (
     pickup_code_hash,
 )
 from gateway.clearance import Clearance, DuplicateAcceptance, Outcome, UnknownSorter
-from gateway.ledger import Ledger
+from gateway.ledger import Ledger, LedgerTx
 from gateway.ledger import schema as t
 from gateway.personal import Keyring
 from gateway.registry import DeviceEntry, Registry, Routing, StationEntry
@@ -477,6 +477,109 @@ def test_one_message_handled_by_two_gateways_at_once_applies_once(ledger_url: st
     assert sorted(o.replayed for o in outcomes) == [False] * 5 + [True] * 5
     reasons = [setup.sort(o).reason for o in outcomes if not o.replayed]
     assert sorted(reasons, key=str) == [None] + ["duplicate_induction"] * 4
+
+
+# -- batches (group commit) -----------------------------------------------------------
+
+
+def test_a_batch_applies_in_order_and_refuses_messages_alone(station: Station) -> None:
+    """One transaction for the batch: a refused message takes its error's place, the
+    others apply, in order (the induction sees the acceptance and X-ray before it), and a
+    replay inside the batch has no second effect."""
+    accepted = station.envelope("counter-1", acceptance("WB0001"))
+    again = station.envelope("counter-1", acceptance("WB0001"))
+    invalid = station.envelope("counter-1", acceptance("WB0002", number=NUMBER[:-1] + "3"))
+    xray = XrayBody(waybill="WB0001", verdict="PASS", operator="op", image="i.png",
+                    scanned_at=T0)  # fmt: skip
+    passed = station.envelope("xray-1", xray)
+    induction = station.envelope("sorter-1", InductionBody(transaction=1, barcode="WB0001"))
+    batch = [accepted, again, invalid, passed, induction, induction]
+    outcomes = station.clearance.handle_batch(batch)
+    assert [type(o).__name__ for o in outcomes] == [
+        "Outcome", "DuplicateAcceptance", "InvalidIdentity", "Outcome", "Outcome", "Outcome",
+    ]  # fmt: skip
+    first, replay = outcomes[4], outcomes[5]
+    assert isinstance(first, Outcome)
+    assert isinstance(replay, Outcome)
+    assert station.sort(first).reason is None
+    assert station.sort(first).chute == 7
+    assert replay == Outcome(first.decision, True, {})
+    assert station.count(t.parcels) == 1
+    assert station.count(t.inductions) == station.count(t.decisions) == 1
+    assert station.count(t.processed_messages) == 3  # acceptance, X-ray, induction
+
+
+def test_an_empty_batch_gives_no_outcomes(station: Station) -> None:
+    assert station.clearance.handle_batch([]) == []
+
+
+def _refused_write(tx: LedgerTx) -> None:
+    with tx.savepoint():
+        tx.add_hold("WB0002", "undone", T0)
+        raise RuntimeError("refused")
+
+
+def test_a_savepoint_undoes_only_its_own_writes(station: Station) -> None:
+    with station.ledger.transaction() as tx:
+        tx.add_hold("WB0001", "kept", T0)
+        with pytest.raises(RuntimeError):
+            _refused_write(tx)
+        with tx.savepoint():
+            tx.add_hold("WB0003", "kept too", T0)
+    assert station.count(t.holds) == 2
+    assert station.count(t.holds, waybill="WB0002") == 0
+
+
+def test_a_batch_handled_by_two_gateways_at_once_applies_once(ledger_url: str) -> None:
+    """As the single-message race, for whole batches: one gateway commits the batch, the
+    other's conflicting batch is retried and sees every message as a replay."""
+    keyring, clock = Keyring.generate(), Clock()
+    ledgers = [Ledger(ledger_url), Ledger(ledger_url)]
+    for ledger in ledgers:
+        ledger.open()
+    ledgers[0].sync_registry(registry())
+    engines = [Clearance(ledger, keyring, clock=clock) for ledger in ledgers]
+    setup = Station(engines[0], ledgers[0], clock)
+    for n in range(5):
+        setup.cleared(f"WB000{n}")
+    batch = [
+        setup.envelope("sorter-1", InductionBody(transaction=n, barcode=f"WB000{n}"))
+        for n in range(5)
+    ]
+    results: list[list[Outcome | Exception]] = []
+    barrier = threading.Barrier(2)
+
+    def handle(engine: Clearance) -> None:
+        barrier.wait(10)
+        results.append(list(engine.handle_batch(batch)))
+
+    try:
+        threads = [threading.Thread(target=handle, args=(e,)) for e in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert setup.count(t.inductions) == setup.count(t.decisions) == 5
+    finally:
+        for ledger in ledgers:
+            ledger.close()
+    assert len(results) == 2
+    flags = sorted(tuple(isinstance(o, Outcome) and o.replayed for o in r) for r in results)
+    assert flags == [(False,) * 5, (True,) * 5]
+
+
+def test_a_registry_sync_replaces_the_cached_routing(station: Station) -> None:
+    station.cleared("WB0001")
+    station.cleared("WB0002")
+    assert station.sort(station.induct("WB0001")).chute == 7
+    before = registry()
+    rerouted = Routing(exception_chute=99, routes={"41": 5})
+    devices = [
+        d.model_copy(update={"routing": rerouted}) if d.id == "sorter-1" else d
+        for d in before.devices
+    ]
+    station.ledger.sync_registry(Registry(stations=before.stations, devices=devices))
+    assert station.sort(station.induct("WB0002", transaction=2)).chute == 5
 
 
 # -- lockers ---------------------------------------------------------------------------

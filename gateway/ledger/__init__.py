@@ -9,7 +9,7 @@
 - :mod:`.errors` — :class:`LedgerError` and the translation of database errors.
 """
 
-from gateway.ledger.decisions import DecisionRow, Processed
+from gateway.ledger.decisions import DecisionRow, Processed, SortFacts
 from gateway.ledger.engine import Ledger
 from gateway.ledger.errors import LedgerConflict, LedgerError, LedgerUnavailable
 from gateway.ledger.lockers import Location, StoredCode
@@ -31,5 +31,6 @@ __all__ = [
     "Parcel",
     "Processed",
     "RealnameRow",
+    "SortFacts",
     "StoredCode",
 ]

@@ -50,6 +50,9 @@ class Ledger:
         self._connect_timeout_s = connect_timeout_s
         self._migrations = tuple(migrations)
         self._engine: Engine | None = None
+        self.registry_version = 0
+        """Counts this object's :meth:`sync_registry` calls, so that callers caching what
+        was synced (the decision engine's sorter routings) know when to forget it."""
         self.where = self._url.render_as_string(hide_password=True)
         """The database, for messages (password hidden)."""
 
@@ -102,6 +105,7 @@ class Ledger:
         :mod:`gateway.ledger.sync`)."""
         with self.transaction() as tx:
             sync_registry(tx.connection, registry)
+        self.registry_version += 1
 
     def coverage(self, station: str, day: date, tz: tzinfo = UTC) -> Coverage:
         """Acceptance coverage of ``station`` on ``day`` (see :meth:`LedgerTx.coverage`)."""

@@ -10,16 +10,33 @@ sort, decisions and locker rows are in :mod:`gateway.ledger.lockers` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from gateway.ledger import schema as t
 from gateway.ledger.decisions import DecisionRows
 from gateway.ledger.lockers import LockerRows
+
+# Statements of the decision path, built once (see gateway.ledger.decisions).
+_p, _rn, _x, _h = t.parcels.c, t.realname_records.c, t.xray_verdicts.c, t.holds.c
+_PARCEL = select(_p.waybill, _p.station, _p.destination, _p.accepted_at).where(
+    _p.waybill == bindparam("waybill")
+)
+_HAS_REALNAME = select(_rn.waybill).where(_rn.waybill == bindparam("waybill"))
+_LATEST_VERDICT = (
+    select(_x.verdict)
+    .where(_x.waybill == bindparam("waybill"))
+    .order_by(_x.scanned_at.desc(), _x.id.desc())
+    .limit(1)
+)
+_OPEN_HOLD = select(_h.id, _h.waybill, _h.reason, _h.since).where(
+    and_(_h.waybill == bindparam("waybill"), _h.released_at.is_(None))
+)
 
 
 @dataclass(frozen=True)
@@ -69,13 +86,28 @@ class LedgerTx(DecisionRows, LockerRows):
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: what the block wrote is undone if it raises, the rest of
+        the transaction stays (one message of a group commit refused alone).
+
+        Plain SQL rather than ``Connection.begin_nested()``, which costs as much as the
+        statements of a whole sort decision; a database error inside is not caught here
+        but ends the whole transaction anyway.
+        """
+        self.connection.exec_driver_sql("SAVEPOINT postedge_message")
+        try:
+            yield
+        except BaseException:
+            self.connection.exec_driver_sql("ROLLBACK TO SAVEPOINT postedge_message")
+            self.connection.exec_driver_sql("RELEASE SAVEPOINT postedge_message")
+            raise
+        self.connection.exec_driver_sql("RELEASE SAVEPOINT postedge_message")
+
     # -- parcels -------------------------------------------------------------------
 
     def parcel(self, waybill: str) -> Parcel | None:
-        p = t.parcels.c
-        row = self.connection.execute(
-            select(p.waybill, p.station, p.destination, p.accepted_at).where(p.waybill == waybill)
-        ).first()
+        row = self.connection.execute(_PARCEL, {"waybill": waybill}).first()
         if row is None:
             return None
         return Parcel(row.waybill, row.station, row.destination, row.accepted_at)
@@ -146,8 +178,7 @@ class LedgerTx(DecisionRows, LockerRows):
         )
 
     def has_realname(self, waybill: str) -> bool:
-        r = t.realname_records.c
-        found = self.connection.execute(select(r.waybill).where(r.waybill == waybill)).first()
+        found = self.connection.execute(_HAS_REALNAME, {"waybill": waybill}).first()
         return found is not None
 
     def add_inspection(
@@ -191,22 +222,11 @@ class LedgerTx(DecisionRows, LockerRows):
 
     def latest_verdict(self, waybill: str) -> str | None:
         """The verdict of the waybill's latest scan (by scan time, then arrival)."""
-        x = t.xray_verdicts.c
-        verdict = self.connection.execute(
-            select(x.verdict)
-            .where(x.waybill == waybill)
-            .order_by(x.scanned_at.desc(), x.id.desc())
-            .limit(1)
-        ).scalar()
+        verdict = self.connection.execute(_LATEST_VERDICT, {"waybill": waybill}).scalar()
         return None if verdict is None else str(verdict)
 
     def open_hold(self, waybill: str) -> Hold | None:
-        h = t.holds.c
-        row = self.connection.execute(
-            select(h.id, h.waybill, h.reason, h.since).where(
-                and_(h.waybill == waybill, h.released_at.is_(None))
-            )
-        ).first()
+        row = self.connection.execute(_OPEN_HOLD, {"waybill": waybill}).first()
         return None if row is None else Hold(row.id, row.waybill, row.reason, row.since)
 
     def add_hold(self, waybill: str, reason: str, since: datetime) -> int:
