@@ -6,10 +6,11 @@ telemetry store, so a sorter's decision never waits for InfluxDB: with the telem
 store down, events still reach the ledger and decisions still flow, while the store's
 session keeps its copy of every event queued at the broker until the store is back.
 
-For every event: the envelope is checked against its topic and the device registry,
-:meth:`gateway.clearance.Clearance.handle` applies it in one ledger transaction (exactly
-once per message id) and the decision is published on the device's ``decision`` topic
-only after that transaction committed. Then the batch is receipted (the ledger holds it
+For every event: the envelope is checked against its topic and the device registry;
+:meth:`gateway.clearance.Clearance.handle_batch` applies what the worker took from the
+broker in one ledger transaction (one commit for the batch, each message exactly once
+per message id), and each decision is published on the device's ``decision`` topic only
+after that transaction committed. Then the batch is receipted (the ledger holds it
 durably) and acknowledged. Input the ledger refuses (an invalid resident ID, a second
 acceptance of one waybill) is dead-lettered here with its reason; input that breaks
 the contract or the registry is dead-lettered by the telemetry path, which sees the same
@@ -103,14 +104,23 @@ class DecisionWorker:
                 self._on_failure(exc)
 
     def process(self, batch: list[Inbound]) -> bool:
-        """Apply, decide, receipt and acknowledge one batch; False if stopped midway."""
+        """Apply, decide, receipt and acknowledge one batch; False if stopped midway.
+
+        The batch goes into the ledger in one transaction (one commit: a group commit,
+        see :meth:`Clearance.handle_batch`); its decisions are published after that
+        commit, then its receipts, then the acknowledgements.
+        """
+        checked = [(message, self._checked(message)) for message in batch]
+        accepted = [(message, env) for message, env in checked if env is not None]
+        outcomes = self._apply([envelope for _, envelope in accepted])
+        if outcomes is None:
+            return False  # stopped while the ledger was down: nothing acknowledged
         seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for message in batch:
-            envelope = self._checked(message)
-            if envelope is None:
-                continue
-            if not self._apply(envelope, message):
-                return False  # stopped while the ledger was down: nothing acknowledged
+        for (message, envelope), outcome in zip(accepted, outcomes, strict=True):
+            if isinstance(outcome, ContractError):
+                self._dead_letter(message, outcome)
+            else:
+                self._publish(envelope, outcome)
             seqs[envelope.station, envelope.device].append(envelope.seq)
         for (station, device), numbers in seqs.items():
             topic = str(DeviceTopic(station, device, Channel.RECEIPT))
@@ -128,23 +138,18 @@ class DecisionWorker:
             return None
         return envelope
 
-    def _apply(self, envelope: AnyEnvelope, message: Inbound) -> bool:
+    def _apply(self, envelopes: list[AnyEnvelope]) -> list[Outcome | ContractError] | None:
+        """The batch's outcomes, retrying while the ledger is unavailable; None if stopped."""
         delay = _RETRY_INITIAL_S
         while True:
             try:
-                outcome = self._clearance.handle(envelope)
+                return self._clearance.handle_batch(envelopes)
             except LedgerUnavailable as exc:
                 self._counters.incr("ledger.retries")
                 log.error("%s: ledger unavailable, retrying: %s", self._name, exc)
                 if self._stop.wait(delay * random.uniform(0.5, 1.0)):
-                    return False
+                    return None
                 delay = min(delay * 2, _RETRY_MAX_S)
-                continue
-            except ContractError as exc:
-                self._dead_letter(message, exc)
-                return True
-            self._publish(envelope, outcome)
-            return True
 
     def _publish(self, envelope: AnyEnvelope, outcome: Outcome) -> None:
         self._counters.add(outcome.counters)
