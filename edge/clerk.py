@@ -21,7 +21,7 @@ from typing import Final, TextIO, TypeVar
 
 from contracts.errors import ContractError
 from contracts.ids import validate_id
-from edge.terminal import Cancel, EndOfInput, LineQueue, Quit
+from edge.terminal import Cancel, EndOfInput, LineQueue, Prompt, Quit
 from edge.workflows.counter import CounterRefusal, CounterWorkflow
 
 T = TypeVar("T")
@@ -35,8 +35,6 @@ ID_TYPE_LABELS: Final = {
 }
 _YES: Final = frozenset({"y", "yes", "是", "1"})
 _NO: Final = frozenset({"n", "no", "否", "0"})
-_QUIT: Final = frozenset({"q", "quit", "退出"})
-_CANCEL: Final = frozenset({"c", "cancel", "取消"})
 _ITEM_SEPARATORS: Final = re.compile(r"[,，、;；]")
 
 
@@ -63,34 +61,17 @@ async def run_clerk_terminal(
     return terminal.accepted
 
 
-class _Terminal:
+class _Terminal(Prompt):
     def __init__(self, workflow: CounterWorkflow, lines: LineQueue, out: TextIO) -> None:
         self.workflow = workflow
-        self.lines = lines
-        self.out = out
+        super().__init__(lines, out)
         self.accepted = 0
-
-    def say(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
 
     def refused(self, refusal: CounterRefusal) -> None:
         detail = f": {refusal.detail}" if refusal.detail else ""
         self.say(
             f"  拒收 REFUSED [{refusal.reason}] {refusal.label_zh} / {refusal.label_en}{detail}"
         )
-
-    async def ask(self, prompt: str) -> str:
-        self.say(prompt)
-        return self._command(await self.lines.get())
-
-    def _command(self, line: str) -> str:
-        word = line.strip().lower()
-        if word in _QUIT:
-            raise Quit
-        if word in _CANCEL:
-            raise Cancel
-        return line.strip()
 
     async def session(self, clerk: str | None) -> None:
         clerk_id = clerk or self.workflow.config.clerk or await self._ask_clerk()
@@ -147,7 +128,7 @@ class _Terminal:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
         if not typed.cancelled():  # a typed line wins: the clerk means it (or the end)
-            text = self._command(typed.result())
+            text = self.command(typed.result())
             return self.workflow.enter_waybill(text) if text else None
         return scanned.result()  # a refusal (a scanned code that is no waybill) too
 

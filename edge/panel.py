@@ -27,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 from contracts.errors import ContractError
 from contracts.events import Waybill
 from contracts.ids import validate_id
-from edge.terminal import Cancel, EndOfInput, LineQueue, Quit
+from edge.terminal import Cancel, EndOfInput, LineQueue, Prompt, Quit
 from edge.workflows.locker import DepositOutcome, LockerWorkflow, PickupOutcome
 from edge.workflows.lockercodes import Slot
 
@@ -58,8 +58,6 @@ MENU: Final = (
     "请选择 Choose:"
 )
 _CHOICES: Final = {"d": "d", "投递": "d", "s": "s", "寄件": "s", "p": "p", "取件": "p"}
-_QUIT: Final = frozenset({"q", "quit", "退出"})
-_CANCEL: Final = frozenset({"c", "cancel", "取消"})
 _CODE: Final = re.compile(r"[0-9]{6}")
 _SCAN_WAIT_S: Final = 3600.0
 _WAYBILL: TypeAdapter[str] = TypeAdapter(Waybill)
@@ -82,30 +80,13 @@ async def run_locker_panel(workflow: LockerWorkflow, lines: AsyncIterator[str], 
     return panel.completed
 
 
-class _Panel:
+class _Panel(Prompt):
     def __init__(self, workflow: LockerWorkflow, lines: LineQueue, out: TextIO) -> None:
         self.workflow = workflow
-        self.lines = lines
-        self.out = out
+        super().__init__(lines, out)
         self.completed = 0
         configured = set(workflow.config.sizes().values())
         self.sizes = [size for size in SIZES if size in configured]
-
-    def say(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
-
-    async def ask(self, prompt: str) -> str:
-        self.say(prompt)
-        return self._command(await self.lines.get())
-
-    def _command(self, line: str) -> str:
-        word = line.strip().lower()
-        if word in _QUIT:
-            raise Quit
-        if word in _CANCEL:
-            raise Cancel
-        return line.strip()
 
     async def session(self) -> None:
         await self.workflow.ready.wait()  # a door change before it would go unwatched
@@ -180,7 +161,7 @@ class _Panel:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
         if not typed.cancelled():  # a typed line wins: the person means it (or the end)
-            return self._command(typed.result()) or None
+            return self.command(typed.result()) or None
         return scanned.result()
 
     async def _next_scan(self) -> str:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import stat
 from collections.abc import AsyncIterator
-from typing import TextIO
+from typing import Final, TextIO
 
 
 async def read_lines(stream: TextIO) -> AsyncIterator[str]:
@@ -86,3 +86,34 @@ class LineQueue:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
+
+
+QUIT_WORDS: Final = frozenset({"q", "quit", "退出"})
+CANCEL_WORDS: Final = frozenset({"c", "cancel", "取消"})
+
+
+class Prompt:
+    """A line prompt on ``lines`` writing to ``out``: :meth:`ask` shows a prompt and
+    returns the stripped answer, raising :class:`Quit` or :class:`Cancel` for those words
+    (``q``, ``c`` and their long and Chinese forms) at any prompt."""
+
+    def __init__(self, lines: LineQueue, out: TextIO) -> None:
+        self.lines = lines
+        self.out = out
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    async def ask(self, prompt: str) -> str:
+        self.say(prompt)
+        return self.command(await self.lines.get())
+
+    def command(self, line: str) -> str:
+        """``line`` stripped, or :class:`Quit` / :class:`Cancel` for those words."""
+        word = line.strip().lower()
+        if word in QUIT_WORDS:
+            raise Quit
+        if word in CANCEL_WORDS:
+            raise Cancel
+        return line.strip()
