@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from contracts import AcceptanceBody, Inspection, decode
-from edge.workflows.locker import LockerWorkflow, OnOpen
-from edge.workflows.lockercodes import Slot
+from edge.workflows.locker import LockerWorkflow
 from firmware_bridge.sim.idcard import SAMPLE_IDENTITY
 from firmware_bridge.sim.lockboard import LockboardScenario, LockboardSim, SimBoard
 from postedge.localservers import Mosquitto
 from tests.conftest import device_password
 from tests.helpers import wait_until
+from tests.test_locker_workflow import courier, recipient
 from tests.test_workflows_e2e import (
     COUNTER,
     LOCKER,
@@ -53,26 +53,6 @@ def start_locker(rig: Rig) -> tuple[Agent, LockerWorkflow, LockboardSim]:
     locker = agent.workflow(LOCKER, LockerWorkflow)
     wait_until(locker.ready.is_set, 10, "the locker to know its doors")
     return agent, locker, sim
-
-
-def courier(sim: LockboardSim) -> OnOpen:
-    """Puts the parcel in and shuts the door."""
-
-    def act(slot: Slot) -> None:
-        sim.insert_item(*slot)
-        sim.close_door(*slot)
-
-    return act
-
-
-def recipient(sim: LockboardSim) -> OnOpen:
-    """Takes the parcel out and shuts the door."""
-
-    def act(slot: Slot) -> None:
-        sim.remove_item(*slot)
-        sim.close_door(*slot)
-
-    return act
 
 
 def deliver(rig: Rig, locker: LockerWorkflow, sim: LockboardSim, waybill: str) -> str:
