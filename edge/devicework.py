@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contracts import AnyBody, DoorAlarmBody, ScanBody, TemperatureBody
+from contracts import AnyBody, DoorAlarmBody, DoorBody, ScanBody, TemperatureBody
 from edge.alarm import ProbeAlarm, SysfsGpio, make_output
 from edge.clerk import run_clerk_terminal
 from edge.commandlog import CommandLog
@@ -101,6 +101,9 @@ async def open_device_work(
         result.work.append(camera.run)
         scanner = camera
     result.workflow = await _open_workflow(config, stack, emit, lockbus, scanner, data_dir)
+    if isinstance(result.workflow, LockerWorkflow) and lockbus is not None:
+        # Through the workflow, which then expects the door (no "forced" alarm).
+        result.handlers["open_slot"] = open_slot_handler(_WorkflowSlots(result.workflow, lockbus))
     if result.workflow is not None:
         result.work.append(result.workflow.run)
         if clerk_terminal and isinstance(result.workflow, CounterWorkflow):
@@ -243,3 +246,17 @@ async def _clerk(counter: CounterWorkflow) -> None:
 async def _panel(locker: LockerWorkflow) -> None:
     completed = await run_locker_panel(locker, read_lines(sys.stdin), sys.stdout)
     log.info("locker panel closed after %d operations; the agent carries on", completed)
+
+
+class _WorkflowSlots:
+    """The slot handlers' bus when a locker workflow runs: opens go through it."""
+
+    def __init__(self, workflow: LockerWorkflow, bus: LockBus) -> None:
+        self._workflow = workflow
+        self._bus = bus
+
+    async def open(self, board: int, lock: int) -> DoorBody:
+        return await self._workflow.open_on_command(board, lock)
+
+    async def all_status(self, board: int) -> list[DoorBody]:
+        return await self._bus.all_status(board)

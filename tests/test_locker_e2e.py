@@ -14,18 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from contracts import AcceptanceBody, Inspection, decode
+from contracts import AcceptanceBody, CommandResultEnvelope, Inspection, decode
+from contracts.commands import Command, encode_command
 from edge.workflows.locker import LockerWorkflow
 from firmware_bridge.sim.idcard import SAMPLE_IDENTITY
 from firmware_bridge.sim.lockboard import LockboardScenario, LockboardSim, SimBoard
 from postedge.localservers import Mosquitto
-from tests.conftest import device_password
-from tests.helpers import wait_until
+from tests.conftest import (
+    GATEWAY_PASSWORD,
+    GATEWAY_USER,
+    OBSERVER_PASSWORD,
+    OBSERVER_USER,
+    device_password,
+)
+from tests.helpers import Observer, Publisher, wait_until
 from tests.test_locker_workflow import courier, recipient
 from tests.test_workflows_e2e import (
     COUNTER,
     LOCKER,
     ROLES,
+    STATION,
     TO_TANGYIN,
     Agent,
     Rig,
@@ -40,15 +48,16 @@ def rig(tmp_path: Path, make_mosquitto: Callable[..., Mosquitto]) -> Iterator[Ri
         yield Rig(tmp_path, make_mosquitto(devices=list(ROLES)), stack)
 
 
-def start_locker(rig: Rig) -> tuple[Agent, LockerWorkflow, LockboardSim]:
-    """A locker of eight small slots on one board that reports door changes."""
+def start_locker(rig: Rig, settings: str = "") -> tuple[Agent, LockerWorkflow, LockboardSim]:
+    """A locker of eight small slots on one board that reports door changes; ``settings``
+    are more lines for its ``[devices.locker]`` section."""
     sim = rig.start_sim(LockboardSim(LockboardScenario((SimBoard(1, locks=8, reports=True),))))
     agent = rig.start_agent(
         f'[[devices]]\nid = "{LOCKER}"\npassword = "{device_password(LOCKER)}"\n'
         f'lockboard = {{ port = "{sim.device_path}", boards = [1], locks_per_board = 8, '
         "poll_interval_s = 0.2 }\n\n"
         '[devices.locker]\nslots = [{ board = 1, locks = "1-8", size = "S" }]\n'
-        "decision_timeout_s = 5\n"
+        "decision_timeout_s = 5\n" + settings
     )
     locker = agent.workflow(LOCKER, LockerWorkflow)
     wait_until(locker.ready.is_set, 10, "the locker to know its doors")
@@ -144,3 +153,42 @@ def acceptance(waybill: str) -> AcceptanceBody:
         inspection=Inspection(inspected=True, declared_contents="干枣 dried dates"),
         clerk="clerk-1",
     )
+
+
+def test_an_operators_open_slot_goes_through_the_workflow(rig: Rig) -> None:
+    """``open_slot`` on a locker that runs its workflow opens through it: the door is
+    the workflow's to watch, so left open it raises ``left_open`` (a door opened behind
+    the workflow's back was never timed), and its closing is reported."""
+    _, locker, sim = start_locker(rig, "door_open_alarm_s = 0.3\n")
+    topic = f"postedge/v1/{STATION}/{LOCKER}/cmd"
+    results = Observer(rig.broker, OBSERVER_USER, OBSERVER_PASSWORD, f"{topic}/result")
+    operator = Publisher(rig.broker, GATEWAY_USER, GATEWAY_PASSWORD)
+    try:
+        operator.publish(topic, encode_command(Command(id="c-open", command="open_slot",
+                                                       args={"board": 1, "lock": 4})))  # fmt: skip
+        wait_until(lambda: results.messages, 15, "the command's result")
+        result = decode(results.messages[0].payload)
+        assert isinstance(result, CommandResultEnvelope)
+        assert (result.body.command_id, result.body.ok) == ("c-open", True)
+        assert result.body.result is not None
+        assert result.body.result["door"] == "open"
+    finally:
+        operator.close()
+        results.close()
+    assert sim.open_commands == {(1, 4): 1}
+    alarms = wait_until(lambda: rig.gateway.events(LOCKER, "door_alarm"), 15, "the alarm")
+    assert [(a.body["lock"], a.body["alarm"]) for a in alarms] == [(4, "left_open")]
+
+    async def shut() -> None:  # the simulator lives on the agent's loop
+        sim.close_door(1, 4)
+
+    rig.run(shut())
+
+    def shut_seen() -> bool:
+        doors = [e.body for e in rig.gateway.events(LOCKER, "door") if e.body["lock"] == 4]
+        return bool(doors) and doors[-1]["door"] == "closed"
+
+    wait_until(shut_seen, 15, "the door's closing stored at the gateway")
+    assert (locker.stats.opened_on_command, locker.stats.left_open, locker.stats.forced) == (
+        1, 1, 0,
+    )  # fmt: skip

@@ -39,6 +39,7 @@ from contracts import (
     utc_now,
 )
 from contracts.station import pickup_code_hash
+from edge.commands import CommandFailed
 from edge.workflows.locker import DoorAlarm, LockerConfig, LockerWorkflow, OnOpen, Slot
 from edge.workflows.lockercodes import CodeCache
 from firmware_bridge.lockboard import LockBus
@@ -508,6 +509,54 @@ def test_a_door_opened_without_our_command_is_forced(reports: bool, tmp_path: Pa
             door = await lk.emitted.next(DoorBody, lambda b: b.lock == 8)
             assert (door.door, door.cause) == ("open", "report" if reports else "poll")
             assert lk.workflow.stats.forced == 1
+
+    run_async(body())
+
+
+def test_a_slot_opened_by_command_is_expected_and_still_timed(tmp_path: Path) -> None:
+    """An operator's ``open_slot``: no ``forced`` alarm for its door, but left open too
+    long it raises ``left_open`` like any other; a slot a pickup is using is refused."""
+    settings = config(door_open_alarm_s=0.2)
+
+    async def body() -> None:
+        async with (
+            LockboardSim(scenario(PARCEL)) as sim,
+            running(sim, tmp_path / "c", settings) as lk,
+        ):
+            door = await lk.workflow.open_on_command(1, 3)
+            assert (door.board, door.lock, door.door) == (1, 3, "open")
+            alarm = await asyncio.wait_for(lk.alarms.get(), 5)
+            assert (alarm.board, alarm.lock, alarm.alarm) == (1, 3, "left_open")
+            sim.close_door(1, 3)
+            await lk.emitted.next(DoorBody, lambda b: b.lock == 3 and b.door == "closed")
+
+            lk.workflow.on_decision(code_list(1, ENTRY))
+            opened = asyncio.Event()
+            pickup = asyncio.create_task(
+                lk.workflow.pickup(CODE, on_open=lambda slot: opened.set())
+            )
+            await asyncio.wait_for(opened.wait(), 5)
+            with pytest.raises(CommandFailed) as refused:
+                await lk.workflow.open_on_command(1, 5)
+            assert refused.value.reason == "slot_in_use"
+            sim.remove_item(1, 5)
+            sim.close_door(1, 5)
+            assert (await asyncio.wait_for(pickup, 5)).status == "collected"
+            assert sim.open_commands == {(1, 3): 1, (1, 5): 1}
+            stats = lk.workflow.stats
+            assert (stats.opened_on_command, stats.forced, stats.left_open) == (1, 0, 1)
+            assert lk.alarms.empty()
+
+    run_async(body())
+
+
+def test_a_command_for_a_slot_not_on_the_bus_leaves_nothing_expected(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with LockboardSim(scenario(PARCEL)) as sim, running(sim, tmp_path / "c") as lk:
+            with pytest.raises(ValueError, match="board"):
+                await lk.workflow.open_on_command(9, 1)
+            assert lk.workflow.stats.opened_on_command == 0
+            assert sim.open_commands == {}
 
     run_async(body())
 

@@ -15,7 +15,9 @@ outbox publishes later, in order, what happened while the link was down.
 
 Doors are watched: one opened without our command is ``forced``; one open longer than
 ``door_open_alarm_s`` is ``left_open``. Both are counted, logged, and handed to
-``on_alarm``; the door change itself goes out as a ``door`` event.
+``on_alarm``; the door change itself goes out as a ``door`` event. An operator's
+``open_slot`` command opens through :meth:`LockerWorkflow.open_on_command`, so its door
+is expected (never ``forced``) and timed (``left_open``) like the workflow's own.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from contracts import (
 from contracts.events import Waybill
 from contracts.ids import Identifier
 from contracts.timestamps import utc_now
+from edge.commands import CommandFailed
 from edge.tasks import run_until
 from edge.workflows import DecisionWaiter, Emit, ScanSource
 from edge.workflows.lockercodes import CodeCache, Keypad, Slot
@@ -168,6 +171,7 @@ class LockerStats:
     code_lists: int = 0
     stale_code_lists: int = 0
     late_decisions: int = 0
+    opened_on_command: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {item.name: getattr(self, item.name) for item in fields(self)}
@@ -323,6 +327,29 @@ class LockerWorkflow:
         if self._scanner is not None:
             work.append(self._watch_scans(self._scanner))
         await run_until(stop, work)
+
+    async def open_on_command(self, board: int, lock: int) -> DoorBody:
+        """Open a slot for an operator's ``open_slot`` command; the door as read after.
+
+        The door is then ours (no ``forced`` alarm) and timed like any other (left open
+        too long, it raises ``left_open``). A slot a deposit or pickup is using is refused
+        as ``slot_in_use``; a slot not on this bus raises ``ValueError``, a lock that did
+        not open ``LockNotOpened`` (as :meth:`LockBus.open`).
+        """
+        slot = (board, lock)
+        if slot in self._pending:
+            raise CommandFailed("slot_in_use", f"slot {board}/{lock} is in use at the locker")
+        self._commanded.add(slot)
+        try:
+            body = await self._bus.open(board, lock)
+        except (LockNotOpened, ValueError):
+            self._commanded.discard(slot)
+            raise  # any other bus error: still "commanded", the door may have opened
+        self.stats.opened_on_command += 1
+        self._open_since[slot] = self._clock()
+        self._alarmed.discard(slot)
+        log.info("locker: slot %d/%d opened by command", board, lock)
+        return body
 
     def on_decision(self, message: DecisionMessage) -> None:
         body = message.body
