@@ -1,6 +1,7 @@
 """The decision engine: station events applied to the ledger, exactly once, with decisions.
 
-:meth:`Clearance.handle` applies one envelope in one ledger transaction. A message id
+:meth:`Clearance.handle` applies one envelope in one ledger transaction,
+:meth:`Clearance.handle_batch` several in one (a savepoint each). A message id
 applied before (``processed_messages``) is not applied again: the stored decision is
 rebuilt and returned with ``replayed=True`` and no counters, so a redelivered or resent
 event has no second effect and the device gets the same answer.
@@ -28,6 +29,13 @@ What each kind does (counters in brackets):
   (an open hold), ``no_xray`` (its latest verdict is not PASS), ``unknown_destination``
   (no route prefix matches, see :func:`gateway.registry.longest_prefix_route`).
   [sort.routed, sort.exception.<reason>]
+- ``sort_miss`` (the edge sent a parcel to the exception chute because no decision came
+  in time) and ``divert`` (the sorter's confirmation of where a parcel went: matched to
+  the latest induction of its PLC transaction number): a parcel not in the chute it was
+  routed to (missed at the edge, ``missed``, ``recirculated``, or diverted to another
+  chute) loses its routed mark, so its next induction is decided afresh rather than
+  refused as ``duplicate_induction``. [sort.missed_at_edge, sort.divert.<outcome>,
+  sort.divert.elsewhere, sort.divert.unmatched]
 - ``deposit_request``: allowed iff the parcel has a real-name record.
   [deposit.allowed|refused]
 - ``deposit``: purpose ``delivery`` issues a pickup code (see :func:`pickup_code_hash`),
@@ -60,6 +68,7 @@ from contracts.envelope import (
     AnyEnvelope,
     DepositEnvelope,
     DepositRequestEnvelope,
+    DivertEnvelope,
     InductionEnvelope,
     PickupEnvelope,
     SortMissEnvelope,
@@ -261,6 +270,8 @@ class Clearance:
             applied = _pickup(tx, envelope, now)
         elif isinstance(envelope, SortMissEnvelope):
             applied = _sort_miss(tx, envelope)
+        elif isinstance(envelope, DivertEnvelope):
+            applied = _divert(tx, envelope)
         else:
             return Outcome(decision=None, replayed=False, counters={})
         tx.mark_processed(envelope.id, envelope.kind, now, applied.decision_id)
@@ -481,6 +492,22 @@ def _sort_miss(tx: LedgerTx, envelope: SortMissEnvelope) -> _Applied:
     if request is not None:
         tx.unroute_induction(request, sorter=envelope.device)
     return _Applied(Outcome(None, False, {"sort.missed_at_edge": 1}))
+
+
+def _divert(tx: LedgerTx, envelope: DivertEnvelope) -> _Applied:
+    """Where the sorter says the parcel went. Not in the chute it was decided for: the
+    induction did not route it (as :func:`_sort_miss`)."""
+    body = envelope.body
+    counters = {f"sort.divert.{body.outcome}": 1}
+    induction = tx.induction_of_transaction(envelope.device, body.transaction)
+    if induction is None:
+        counters["sort.divert.unmatched"] = 1  # inducted before the ledger, or a PLC's slip
+    elif body.outcome != "diverted" or body.chute != induction.chute:
+        if body.outcome == "diverted":
+            counters["sort.divert.elsewhere"] = 1
+        if induction.routed:
+            tx.unroute_induction(induction.request, sorter=envelope.device)
+    return _Applied(Outcome(None, False, counters))
 
 
 def _deposit_request(tx: LedgerTx, envelope: DepositRequestEnvelope, now: datetime) -> _Applied:

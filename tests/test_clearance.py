@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from contracts.envelope import AnyBody, AnyEnvelope, make_envelope
-from contracts.events import IdentityRead, InductionBody, ScanBody, XrayBody
+from contracts.events import DivertBody, IdentityRead, InductionBody, ScanBody, XrayBody
 from contracts.identity import InvalidIdentity
 from contracts.station import (
     PICKUP_CODE_ITERATIONS,
@@ -394,6 +394,45 @@ def test_a_parcel_the_sorter_missed_may_be_routed_when_it_comes_round_again(
     again = station.sort(station.induct("WB0001", transaction=2))
     assert (again.chute, again.reason) == (7, None)
     assert station.sort(station.induct("WB0001", transaction=3)).reason == "duplicate_induction"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "chute", "counters", "routed_again"),
+    [
+        ("diverted", 7, {"sort.divert.diverted": 1}, False),
+        ("diverted", 99, {"sort.divert.diverted": 1, "sort.divert.elsewhere": 1}, True),
+        ("missed", 7, {"sort.divert.missed": 1}, True),
+        ("recirculated", 7, {"sort.divert.recirculated": 1}, True),
+    ],
+)
+def test_a_divert_confirmation_off_the_decided_chute_lets_the_parcel_be_routed_again(
+    station: Station, outcome: str, chute: int, counters: dict[str, int], routed_again: bool
+) -> None:
+    """The sorter's word on where the parcel went, matched by its PLC transaction number
+    to the latest induction: only a parcel in its decided chute stays routed."""
+    station.cleared("WB0001")
+    station.induct("WB0002", transaction=41)  # an unrelated, older transaction
+    station.cleared("WB0002")
+    station.clock.now += timedelta(seconds=1)
+    assert station.sort(station.induct("WB0001", transaction=41)).chute == 7
+    confirmation = DivertBody.model_validate({"transaction": 41, "chute": chute,
+                                              "outcome": outcome})  # fmt: skip
+    envelope = station.envelope("sorter-1", confirmation)
+    assert station.clearance.handle(envelope).counters == counters
+    assert station.clearance.handle(envelope).replayed  # and no second effect
+    again = station.sort(station.induct("WB0001", transaction=42))
+    assert again.reason == (None if routed_again else "duplicate_induction")
+
+
+def test_a_divert_of_an_unknown_transaction_is_counted_and_changes_nothing(
+    station: Station,
+) -> None:
+    station.cleared("WB0001")
+    assert station.sort(station.induct("WB0001", transaction=5)).reason is None
+    lost = DivertBody(transaction=6, chute=7, outcome="missed")
+    outcome = station.send("sorter-2", lost)  # another sorter's number 6: not ours either
+    assert outcome.counters == {"sort.divert.missed": 1, "sort.divert.unmatched": 1}
+    assert station.sort(station.induct("WB0001", transaction=7)).reason == "duplicate_induction"
 
 
 def test_an_induction_from_a_device_with_no_routing_is_refused(station: Station) -> None:

@@ -22,6 +22,7 @@ from gateway.ledger import (
     Migration,
 )
 from gateway.ledger import schema as t
+from gateway.ledger.schema import INDUCTIONS_BY_TRANSACTION
 from gateway.registry import DeviceEntry, Registry, Routing, StationEntry
 from postedge.localservers import free_port
 from tests.helpers import wait_until
@@ -72,6 +73,14 @@ def _table_names(url: str) -> set[str]:
         engine.dispose()
 
 
+def _index_names(url: str, table: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return {str(index["name"]) for index in inspect(engine).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
 def _add_parcel(conn: Connection, waybill: str, *, station: str = "county-1",
                 at: datetime = T0) -> None:  # fmt: skip
     conn.execute(
@@ -98,9 +107,26 @@ def test_reopening_applies_nothing_and_keeps_the_data(ledger_url: str) -> None:
         with ledger.transaction() as tx:
             _add_parcel(tx.connection, "WB0001")
     with Ledger(ledger_url) as again:
-        assert again.schema_versions() == [(1, MIGRATIONS[0].description)]
+        assert again.schema_versions() == [
+            (version, migration.description) for version, migration in enumerate(MIGRATIONS, 1)
+        ]
         with again.transaction(write=False) as tx:
             assert tx.parcel("WB0001") is not None
+
+
+def test_a_version_1_database_gains_the_transaction_index_and_keeps_its_data(
+    ledger_url: str,
+) -> None:
+    with Ledger(ledger_url, migrations=MIGRATIONS[:1]) as ledger:
+        ledger.sync_registry(registry())
+        with ledger.transaction() as tx:
+            _add_parcel(tx.connection, "WB0001")
+    assert INDUCTIONS_BY_TRANSACTION not in _index_names(ledger_url, "inductions")
+    with Ledger(ledger_url) as ledger:
+        assert [v for v, _ in ledger.schema_versions()] == [1, 2]
+        with ledger.transaction(write=False) as tx:
+            assert tx.parcel("WB0001") is not None
+    assert INDUCTIONS_BY_TRANSACTION in _index_names(ledger_url, "inductions")
 
 
 def test_a_database_newer_than_the_code_is_refused(ledger_url: str) -> None:
@@ -108,9 +134,11 @@ def test_a_database_newer_than_the_code_is_refused(ledger_url: str) -> None:
         connection.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY)"))
 
     newer = (*MIGRATIONS, Migration("notes", add_notes))
+    latest = len(MIGRATIONS)
     with Ledger(ledger_url, migrations=newer) as ledger:
-        assert [v for v, _ in ledger.schema_versions()] == [1, 2]
-    with pytest.raises(LedgerError, match=r"schema version 2 is newer than this gateway \(1\)"):
+        assert [v for v, _ in ledger.schema_versions()] == list(range(1, latest + 2))
+    message = rf"schema version {latest + 1} is newer than this gateway \({latest}\)"
+    with pytest.raises(LedgerError, match=message):
         Ledger(ledger_url).open()
 
 
@@ -125,7 +153,7 @@ def test_migrations_apply_in_order_one_transaction_each(ledger_url: str) -> None
         Ledger(ledger_url, migrations=(*MIGRATIONS, Migration("broken", broken))).open()
     assert "half_done" not in _table_names(ledger_url)
     with Ledger(ledger_url) as ledger:
-        assert [v for v, _ in ledger.schema_versions()] == [1]
+        assert [v for v, _ in ledger.schema_versions()] == list(range(1, len(MIGRATIONS) + 1))
 
 
 def test_two_processes_opening_at_once_migrate_once(ledger_url: str) -> None:
@@ -166,7 +194,7 @@ def test_two_processes_opening_at_once_migrate_once(ledger_url: str) -> None:
     assert errors == []
     assert runs == ["first"]
     with Ledger(ledger_url, migrations=migrations) as ledger:
-        assert [v for v, _ in ledger.schema_versions()] == [1, 2]
+        assert [v for v, _ in ledger.schema_versions()] == list(range(1, len(migrations) + 1))
 
 
 def _wait_for_migration_lock_waiter(url: str) -> None:

@@ -9,7 +9,7 @@
 - :mod:`.errors` — :class:`LedgerError` and the translation of database errors.
 """
 
-from gateway.ledger.decisions import DecisionRow, Processed, SortFacts
+from gateway.ledger.decisions import DecisionRow, InductionRow, Processed, SortFacts
 from gateway.ledger.engine import Ledger
 from gateway.ledger.errors import LedgerConflict, LedgerError, LedgerUnavailable
 from gateway.ledger.lockers import Location, StoredCode
@@ -21,6 +21,7 @@ __all__ = [
     "Coverage",
     "DecisionRow",
     "Hold",
+    "InductionRow",
     "Ledger",
     "LedgerConflict",
     "LedgerError",

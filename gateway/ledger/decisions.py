@@ -34,6 +34,12 @@ _ROUTED_BEFORE_WHERE = and_(
     _i.request != bindparam("request"),
 )
 _ROUTED_BEFORE = select(exists().where(_ROUTED_BEFORE_WHERE))
+_INDUCTION_OF_TRANSACTION = (
+    select(_i.request, _i.chute, _i.routed)
+    .where(and_(_i.sorter == bindparam("sorter"), _i.transaction_no == bindparam("transaction")))
+    .order_by(_i.inducted_at.desc())
+    .limit(1)
+)
 
 
 def _sort_facts_statement() -> Select[Any]:
@@ -84,6 +90,14 @@ class DecisionRow:
     facts: Mapping[str, Any]
     body: Mapping[str, Any] | None
     decided_at: datetime
+
+
+@dataclass(frozen=True)
+class InductionRow:
+    request: str
+    chute: int
+    """The chute decided for it."""
+    routed: bool
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,14 @@ class DecisionRows:
             hold=hold,
             verdict=None if row.verdict is None else str(row.verdict),
         )
+
+    def induction_of_transaction(self, sorter: str, transaction: int) -> InductionRow | None:
+        """The latest induction on ``sorter`` with the PLC's ``transaction`` number (the
+        numbers wrap, so an older one may share it)."""
+        row = self.connection.execute(
+            _INDUCTION_OF_TRANSACTION, {"sorter": sorter, "transaction": transaction}
+        ).first()
+        return None if row is None else InductionRow(row.request, int(row.chute), bool(row.routed))
 
     def unroute_induction(self, request: str, *, sorter: str) -> bool:
         """Mark induction ``request`` on ``sorter`` as not routed (it went to the exception

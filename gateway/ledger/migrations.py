@@ -22,7 +22,13 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, select
 
 from gateway.ledger.errors import LedgerError
-from gateway.ledger.schema import NAMING, UtcDateTime, define_v1
+from gateway.ledger.schema import (
+    INDUCTIONS_BY_TRANSACTION,
+    NAMING,
+    UtcDateTime,
+    add_v2,
+    define_v1,
+)
 
 MIGRATION_LOCK_KEY = 0x706F73746564_01
 """The PostgreSQL advisory lock key of the migration lock (``posted`` + 1)."""
@@ -40,9 +46,17 @@ def _create_v1(connection: Connection) -> None:
     define_v1(MetaData(naming_convention=NAMING)).create_all(connection)
 
 
+def _index_inductions_by_transaction(connection: Connection) -> None:
+    inductions = add_v2(define_v1(MetaData(naming_convention=NAMING))).tables["inductions"]
+    index = next(i for i in inductions.indexes if i.name == INDUCTIONS_BY_TRANSACTION)
+    index.create(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stations, devices, routes, parcels, real-name, X-ray, decisions, codes", _create_v1),
-)
+    Migration("inductions indexed by sorter and transaction (divert confirmations)",
+              _index_inductions_by_transaction),
+)  # fmt: skip
 """Every version in order. Append only: a released migration is never edited."""
 
 _VERSIONS = Table(

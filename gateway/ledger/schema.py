@@ -319,7 +319,18 @@ def _one_open_per(table: Table, name: str, columns: list[str], where: str) -> No
     )
 
 
-METADATA = define_v1(MetaData(naming_convention=NAMING))
+INDUCTIONS_BY_TRANSACTION = "ix_inductions_sorter_transaction_no"
+
+
+def add_v2(metadata: MetaData) -> MetaData:
+    """Version 2 on top of :func:`define_v1`: inductions found by sorter and PLC
+    transaction number, which is all a divert confirmation names."""
+    inductions = metadata.tables["inductions"]
+    Index(INDUCTIONS_BY_TRANSACTION, inductions.c.sorter, inductions.c.transaction_no)
+    return metadata
+
+
+METADATA = add_v2(define_v1(MetaData(naming_convention=NAMING)))
 """The tables as of the latest version: what the repository's queries use."""
 
 _T = METADATA.tables
