@@ -17,11 +17,15 @@ names a fresh, cleared waybill and must be routed (reason None).
   echo service (one paho process, the gateway's user, TCP_NODELAY) subscribes to the
   sorters' event topics and republishes each payload unchanged on the sorter's decision
   topic. The gateway is stopped and its sessions ended meanwhile.
+- Durable echo, same again: the echo commits each payload to a SQLite file (WAL,
+  ``synchronous = FULL``, plain ``sqlite3``) before republishing it: the floor of any
+  service that answers only after a durable write, as the gateway must. Reported for
+  reference; the target is against the bare echo.
 
 Sends follow a computed schedule (sorter i's k-th induction at k/50 s + i/500 s), not a
 sleep loop; lateness against it is reported. The sorters run in this process on one
 thread that drives all ten paho clients with select(), so no hand-off between client
-threads sits in either figure. Reported: p50, p99 and max for both, the ratios
+threads sits in any figure. Reported: p50, p99 and max for each, the ratios
 gateway / bare, the target (p99 at most twice the bare p99 and under 20 ms), every
 decision missing or not routed, and CPU seconds of each process during the window.
 
@@ -43,6 +47,7 @@ import json
 import math
 import os
 import select
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -315,13 +320,25 @@ class Sorters:
 
 
 def echo_main(argv: list[str]) -> None:
-    """The bare echo service's process: every event payload back on its decision topic."""
-    host, port = argv
+    """The bare echo service's process: every event payload back on its decision topic.
+
+    With a third argument, a SQLite file: each payload is first committed there (WAL,
+    ``synchronous = FULL``, one transaction each, plain ``sqlite3``), the least any
+    service does that answers only after a durable write."""
+    host, port, *durable = argv
     client = new_client("bench-echo", username=GATEWAY_USER, password=GATEWAY_PASSWORD)
     client.max_inflight_messages_set(0)
     client.max_queued_messages_set(0)
+    store = None
+    if durable:
+        store = sqlite3.connect(durable[0], isolation_level=None)
+        store.execute("PRAGMA journal_mode = WAL")
+        store.execute("PRAGMA synchronous = FULL")
+        store.execute("CREATE TABLE IF NOT EXISTS kept (payload BLOB NOT NULL)")
 
     def on_message(c: Any, userdata: Any, message: Any) -> None:
+        if store is not None:
+            store.execute("INSERT INTO kept VALUES (?)", (message.payload,))  # its own commit
         c.publish(message.topic.rsplit("/", 1)[0] + "/decision", message.payload, qos=1)
 
     client.on_connect = lambda c, *args: c.subscribe("postedge/v1/+/+/event", qos=1)
@@ -331,9 +348,16 @@ def echo_main(argv: list[str]) -> None:
     client.loop_forever()
 
 
-def start_echo(broker: Mosquitto) -> subprocess.Popen[str]:
+def start_echo(broker: Mosquitto, durable: Path | None = None) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, __file__, "echo", broker.host, str(broker.port)],
+        [
+            sys.executable,
+            __file__,
+            "echo",
+            broker.host,
+            str(broker.port),
+            *([str(durable)] if durable else []),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -604,7 +628,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads and args.workers != 1:
         parser.error("--threads runs the gateway in one process: use --workers 1")
-    runs: list[tuple[Run, Run]] = []
+    runs: list[tuple[Run, Run, Run]] = []
     devices = sorters(args.sorters)
     per_run = round((args.warmup + args.seconds) * args.rate) * args.sorters
     with tempfile.TemporaryDirectory(prefix="postedge-decisions-") as tmp:
@@ -635,7 +659,7 @@ def one_round(
     devices: list[str],
     round_: int,
     per_run: int,
-) -> tuple[Run, Run]:
+) -> tuple[Run, Run, Run]:
     tag = f"[{round_ + 1}/{args.repeat}]"
     total = f"{args.sorters} sorters x {args.rate:g}/s for {args.warmup:g} + {args.seconds:g} s"
     print(f"{tag} bare echo round trip: {total} ...", flush=True)
@@ -645,6 +669,13 @@ def one_round(
     finally:
         stop_process(echo)
     show(bare)
+    print(f"{tag} durable echo (a SQLite commit before each echo): {total} ...", flush=True)
+    echo = start_echo(broker, workdir / f"durable-echo-{round_}.sqlite")
+    try:
+        durable = measure("durable", broker, echo, schedule(args, 2000 + round_, 0), devices)
+    finally:
+        stop_process(echo)
+    show(durable)
     print(f"{tag} gateway: {total} ...", flush=True)
     client_id = f"gw-bench-r{round_}"
     gateway, sessions = start_gateway(args, broker, workdir, client_id)
@@ -655,39 +686,42 @@ def one_round(
         stop_process(gateway)
         forget_sessions(broker, sessions, username=GATEWAY_USER, password=GATEWAY_PASSWORD)
     show(decided)
-    return bare, decided
+    return bare, durable, decided
 
 
-def report(args: argparse.Namespace, runs: list[tuple[Run, Run]]) -> None:
-    def med(values: list[float]) -> float:
-        return statistics.median(values)
+def report(args: argparse.Namespace, runs: list[tuple[Run, Run, Run]]) -> None:
+    keys = ("p50_ms", "p99_ms", "max_ms")
 
-    bare = {k: med([getattr(b, k) for b, _ in runs]) for k in ("p50_ms", "p99_ms", "max_ms")}
-    gw = {k: med([getattr(g, k) for _, g in runs]) for k in ("p50_ms", "p99_ms", "max_ms")}
-    ratio = {k: gw[k] / bare[k] for k in gw}
+    def med(index: int) -> dict[str, float]:
+        return {k: statistics.median([getattr(run[index], k) for run in runs]) for k in keys}
+
+    bare, durable, gw = med(0), med(1), med(2)
+    ratio = {k: gw[k] / bare[k] for k in keys}
+    floor = {k: durable[k] / bare[k] for k in keys}
     met = gw["p99_ms"] <= TARGET_RATIO * bare["p99_ms"] and gw["p99_ms"] < TARGET_MS
-    problems = sum(len(g.missing) + len(g.not_routed) for _, g in runs)
+    problems = sum(len(g.missing) + len(g.not_routed) for *_, g in runs)
     print(
         f"\n{args.sorters} sorters x {args.rate:g} inductions/s, {args.seconds:g} s measured, "
         f"median of {len(runs)} run(s):\n"
     )
     print("| round trip | p50 ms | p99 ms | max ms |")
     print("|---|---:|---:|---:|")
-    for name, row in (("bare paho echo", bare), ("**gateway decision**", gw),
-                      ("ratio gateway / bare", ratio)):  # fmt: skip
+    for name, row in (("bare paho echo", bare), ("durable echo (SQLite commit first)", durable),
+                      ("**gateway decision**", gw), ("ratio gateway / bare", ratio),
+                      ("ratio durable echo / bare", floor)):  # fmt: skip
         print(f"| {name} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['max_ms']:.2f} |")
     print(
         f"\ntarget (p99 <= {TARGET_RATIO:g} x bare p99 and < {TARGET_MS:g} ms): "
         f"{'met' if met else 'NOT met'}; decisions missing or not routed: {problems}"
     )
-    others = max(run.others_cpu_s / run.window_s for pair in runs for run in pair)
+    others = max(run.others_cpu_s / run.window_s for triple in runs for run in triple)
     if others > OTHERS_LIMIT:
         print(
             f"WARNING: other processes kept up to {others:.2f} cores busy during a window: "
             "the figures are disturbed; run again on a quiet machine"
         )
-    for index, (b, g) in enumerate(runs):
-        for run in (b, g):
+    for index, triple in enumerate(runs):
+        for run in triple:
             print(
                 f"run {index + 1} {run.contender}: p50/p99/max {run.p50_ms:.2f}/{run.p99_ms:.2f}/"
                 f"{run.max_ms:.2f} ms; send lateness p99/max {run.lateness_p99_ms:.2f}/"
@@ -697,9 +731,11 @@ def report(args: argparse.Namespace, runs: list[tuple[Run, Run]]) -> None:
                 f"processes {run.others_cpu_s:.1f} s"
             )
     if args.json:
-        summary = {"bare": bare, "gateway": gw, "ratio": ratio, "target_met": met,
-                   "problems": problems, "others_cores": others}  # fmt: skip
-        detail = [{"bare": asdict(b), "gateway": asdict(g)} for b, g in runs]
+        summary = {"bare": bare, "durable_echo": durable, "gateway": gw, "ratio": ratio,
+                   "durable_ratio": floor, "target_met": met, "problems": problems,
+                   "others_cores": others}  # fmt: skip
+        detail = [{"bare": asdict(b), "durable_echo": asdict(d), "gateway": asdict(g)}
+                  for b, d, g in runs]  # fmt: skip
         args.json.write_text(json.dumps({"median": summary, "runs": detail}, indent=2))
 
 

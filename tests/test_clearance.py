@@ -548,6 +548,17 @@ def test_a_batch_applies_in_order_and_refuses_messages_alone(station: Station) -
     assert station.count(t.processed_messages) == 3  # acceptance, X-ray, induction
 
 
+def test_a_batch_of_one_refused_message_writes_nothing(station: Station) -> None:
+    station.accept("WB0001")
+    again = station.envelope("counter-1", acceptance("WB0001"))
+    invalid = station.envelope("counter-1", acceptance("WB0002", number=NUMBER[:-1] + "3"))
+    for envelope, refusal in ((again, DuplicateAcceptance), (invalid, InvalidIdentity)):
+        (outcome,) = station.clearance.handle_batch([envelope])
+        assert isinstance(outcome, refusal)
+    assert station.count(t.parcels) == 1
+    assert station.count(t.processed_messages) == 1
+
+
 def test_an_empty_batch_gives_no_outcomes(station: Station) -> None:
     assert station.clearance.handle_batch([]) == []
 
