@@ -4,9 +4,10 @@ exactly-once handling of replays, and no personal data in the database in clear.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -480,38 +481,47 @@ def test_replayed_events_have_no_second_effect(station: Station) -> None:
         assert station.count(table) == 1, table.name
 
 
-def test_one_message_handled_by_two_gateways_at_once_applies_once(ledger_url: str) -> None:
-    """Two processes on one database (one shared subscription, a redelivery) race on one
-    message: one applies it, the other gets the replay."""
+@contextlib.contextmanager
+def two_gateways(ledger_url: str) -> Iterator[tuple[list[Clearance], Station]]:
+    """Two engines on one database, as two gateway processes, and a station on the first."""
     keyring, clock = Keyring.generate(), Clock()
     ledgers = [Ledger(ledger_url), Ledger(ledger_url)]
     for ledger in ledgers:
         ledger.open()
-    ledgers[0].sync_registry(registry())
-    engines = [Clearance(ledger, keyring, clock=clock) for ledger in ledgers]
-    setup = Station(engines[0], ledgers[0], clock)
-    setup.cleared("WB0001")
-    outcomes: list[Outcome] = []
     try:
-        for round_ in range(5):
-            envelope = setup.envelope(
-                "sorter-1", InductionBody(transaction=round_, barcode="WB0001")
-            )
-            barrier = threading.Barrier(2)
-
-            def handle(engine: Clearance, envelope: AnyEnvelope = envelope,
-                       barrier: threading.Barrier = barrier) -> None:  # fmt: skip
-                barrier.wait(10)
-                outcomes.append(engine.handle(envelope))
-
-            threads = [threading.Thread(target=handle, args=(e,)) for e in engines]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(30)
+        ledgers[0].sync_registry(registry())
+        engines = [Clearance(ledger, keyring, clock=clock) for ledger in ledgers]
+        yield engines, Station(engines[0], ledgers[0], clock)
     finally:
         for ledger in ledgers:
             ledger.close()
+
+
+def at_once(engines: list[Clearance], work: Callable[[Clearance], None]) -> None:
+    """``work`` for each engine, on threads of their own released together."""
+    barrier = threading.Barrier(len(engines))
+
+    def run(engine: Clearance) -> None:
+        barrier.wait(10)
+        work(engine)
+
+    threads = [threading.Thread(target=run, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+
+def test_one_message_handled_by_two_gateways_at_once_applies_once(ledger_url: str) -> None:
+    """Two processes on one database (one shared subscription, a redelivery) race on one
+    message: one applies it, the other gets the replay."""
+    outcomes: list[Outcome] = []
+    with two_gateways(ledger_url) as (engines, setup):
+        setup.cleared("WB0001")
+        for round_ in range(5):
+            body = InductionBody(transaction=round_, barcode="WB0001")
+            envelope = setup.envelope("sorter-1", body)
+            at_once(engines, lambda engine, e=envelope: outcomes.append(engine.handle(e)))
     assert len(outcomes) == 10
     assert sorted(o.replayed for o in outcomes) == [False] * 5 + [True] * 5
     reasons = [setup.sort(o).reason for o in outcomes if not o.replayed]
@@ -583,36 +593,16 @@ def test_a_savepoint_undoes_only_its_own_writes(station: Station) -> None:
 def test_a_batch_handled_by_two_gateways_at_once_applies_once(ledger_url: str) -> None:
     """As the single-message race, for whole batches: one gateway commits the batch, the
     other's conflicting batch is retried and sees every message as a replay."""
-    keyring, clock = Keyring.generate(), Clock()
-    ledgers = [Ledger(ledger_url), Ledger(ledger_url)]
-    for ledger in ledgers:
-        ledger.open()
-    ledgers[0].sync_registry(registry())
-    engines = [Clearance(ledger, keyring, clock=clock) for ledger in ledgers]
-    setup = Station(engines[0], ledgers[0], clock)
-    for n in range(5):
-        setup.cleared(f"WB000{n}")
-    batch = [
-        setup.envelope("sorter-1", InductionBody(transaction=n, barcode=f"WB000{n}"))
-        for n in range(5)
-    ]
     results: list[list[Outcome | Exception]] = []
-    barrier = threading.Barrier(2)
-
-    def handle(engine: Clearance) -> None:
-        barrier.wait(10)
-        results.append(list(engine.handle_batch(batch)))
-
-    try:
-        threads = [threading.Thread(target=handle, args=(e,)) for e in engines]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+    with two_gateways(ledger_url) as (engines, setup):
+        for n in range(5):
+            setup.cleared(f"WB000{n}")
+        batch = [
+            setup.envelope("sorter-1", InductionBody(transaction=n, barcode=f"WB000{n}"))
+            for n in range(5)
+        ]
+        at_once(engines, lambda engine: results.append(list(engine.handle_batch(batch))))
         assert setup.count(t.inductions) == setup.count(t.decisions) == 5
-    finally:
-        for ledger in ledgers:
-            ledger.close()
     assert len(results) == 2
     flags = sorted(tuple(isinstance(o, Outcome) and o.replayed for o in r) for r in results)
     assert flags == [(False,) * 5, (True,) * 5]
