@@ -58,7 +58,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import JsonValue
 
@@ -89,6 +89,8 @@ from gateway.ledger import DecisionRow, Ledger, LedgerConflict, LedgerTx, Ledger
 from gateway.ledger import RealnameRow as _Realname
 from gateway.personal import Keyring, ProtectedIdentity, mask_phone
 from gateway.registry import Routing, longest_prefix_route
+
+_T = TypeVar("_T")
 
 DEFAULT_CODE_LIFETIME = timedelta(days=7)
 _CONFLICT_ATTEMPTS = 5
@@ -182,16 +184,10 @@ class Clearance:
         Raises a ``ContractError`` for input the ledger refuses, ``LedgerUnavailable``
         when the database cannot be reached (retry later).
         """
-        return self._handle_alone(envelope, self._prepare(envelope))
-
-    def _handle_alone(self, envelope: AnyEnvelope, prepared: _Prepared) -> Outcome:
-        for _ in range(_CONFLICT_ATTEMPTS):
-            try:
-                with self._ledger.transaction() as tx:
-                    return self._handle(tx, envelope, prepared)
-            except LedgerConflict:
-                continue  # another gateway process got there first: look again
-        raise LedgerUnavailable(f"message {envelope.id}: conflicting writers, retry later")
+        prepared = self._prepare(envelope)
+        return self._in_transaction(
+            lambda tx: self._handle(tx, envelope, prepared), f"message {envelope.id}"
+        )
 
     def handle_batch(self, envelopes: Sequence[AnyEnvelope]) -> list[Outcome | ContractError]:
         """:meth:`handle` for each of ``envelopes`` in order, in ONE transaction (one commit,
@@ -202,31 +198,36 @@ class Clearance:
         A conflict with another writer retries the whole batch; ``LedgerUnavailable``
         means none of it was applied.
         """
+        if not envelopes:
+            return []
+        if len(envelopes) == 1:  # the usual case at a steady rate: no savepoint needed
+            try:
+                return [self.handle(envelopes[0])]
+            except ContractError as exc:  # raised out of the transaction: rolled back
+                return [exc]
         prepared: list[_Prepared | ContractError] = []
         for envelope in envelopes:
             try:
                 prepared.append(self._prepare(envelope))
             except ContractError as exc:
                 prepared.append(exc)
-        if not envelopes:
-            return []
-        if len(envelopes) == 1:  # the usual case at a steady rate: no savepoint needed
-            only = prepared[0]
-            if isinstance(only, ContractError):
-                return [only]
-            try:
-                return [self._handle_alone(envelopes[0], only)]
-            except ContractError as exc:  # raised out of the transaction: rolled back
-                return [exc]
+        return self._in_transaction(
+            lambda tx: [
+                self._handle_one(tx, e, p) for e, p in zip(envelopes, prepared, strict=True)
+            ],
+            f"{len(envelopes)} messages",
+        )
+
+    def _in_transaction(self, work: Callable[[LedgerTx], _T], what: str) -> _T:
+        """``work`` in one ledger transaction, again from the start when another gateway
+        process wrote the same rows first (it then finds what that process did)."""
         for _ in range(_CONFLICT_ATTEMPTS):
             try:
                 with self._ledger.transaction() as tx:
-                    return [
-                        self._handle_one(tx, e, p) for e, p in zip(envelopes, prepared, strict=True)
-                    ]
+                    return work(tx)
             except LedgerConflict:
                 continue
-        raise LedgerUnavailable(f"{len(envelopes)} messages: conflicting writers, retry later")
+        raise LedgerUnavailable(f"{what}: conflicting writers, retry later")
 
     def _handle_one(
         self, tx: LedgerTx, envelope: AnyEnvelope, prepared: _Prepared | ContractError
