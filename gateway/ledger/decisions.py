@@ -27,13 +27,6 @@ _SORTER_CHUTE = select(_dv.exception_chute).where(
     and_(_dv.id == bindparam("sorter"), _dv.role == "sorter", _dv.active.is_(True))
 )
 _SORTER_ROUTES = select(_r.prefix, _r.chute).where(_r.sorter == bindparam("sorter"))
-_ROUTED_BEFORE_WHERE = and_(
-    _i.sorter == bindparam("sorter"),
-    _i.waybill == bindparam("waybill"),
-    _i.routed.is_(True),
-    _i.request != bindparam("request"),
-)
-_ROUTED_BEFORE = select(exists().where(_ROUTED_BEFORE_WHERE))
 _INDUCTION_OF_TRANSACTION = (
     select(_i.request, _i.chute, _i.routed)
     .where(and_(_i.sorter == bindparam("sorter"), _i.transaction_no == bindparam("transaction")))
@@ -47,8 +40,14 @@ def _sort_facts_statement() -> Select[Any]:
     waybill: Any = bindparam("waybill")
     p, rn, h, x = t.parcels.c, t.realname_records.c, t.holds.c, t.xray_verdicts.c
     open_hold = and_(h.waybill == waybill, h.released_at.is_(None))
+    routed_by_another = and_(
+        _i.sorter == bindparam("sorter"),
+        _i.waybill == waybill,
+        _i.routed.is_(True),
+        _i.request != bindparam("request"),
+    )
     return select(
-        exists().where(_ROUTED_BEFORE_WHERE).label("routed_before"),
+        exists().where(routed_by_another).label("routed_before"),
         select(p.destination).where(p.waybill == waybill).scalar_subquery().label("destination"),
         exists().where(rn.waybill == waybill).label("realname"),
         select(h.id).where(open_hold).limit(1).scalar_subquery().label("hold_id"),
@@ -191,16 +190,10 @@ class DecisionRows:
             exception_chute=int(chute), routes={row.prefix: int(row.chute) for row in rows}
         )
 
-    def routed_before(self, sorter: str, waybill: str, request: str) -> bool:
-        """Whether another message already routed ``waybill`` on ``sorter``."""
-        found = self.connection.execute(
-            _ROUTED_BEFORE, {"sorter": sorter, "waybill": waybill, "request": request}
-        ).scalar()
-        return bool(found)
-
     def sort_facts(self, sorter: str, waybill: str, request: str) -> SortFacts:
-        """:meth:`routed_before`, the parcel's destination, whether it has a real-name
-        record, its open hold and latest verdict: one statement instead of five."""
+        """Whether another message already routed ``waybill`` on ``sorter``, the parcel's
+        destination, whether it has a real-name record, its open hold and latest verdict:
+        one statement instead of five."""
         row = self.connection.execute(
             _SORT_FACTS, {"sorter": sorter, "waybill": waybill, "request": request}
         ).one()
