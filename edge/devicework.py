@@ -24,6 +24,7 @@ from edge.clerk import run_clerk_terminal
 from edge.commandlog import CommandLog
 from edge.commands import (
     Handler,
+    SlotBus,
     load_profiles,
     open_slot_handler,
     query_slots_handler,
@@ -90,9 +91,6 @@ async def open_device_work(
         poller = ProbePoller(config.modbus, config.interval_s, on_reading, config.ds18b20)
         result.work.append(poller.run)
     lockbus = await _open_lockboard(config, stack)
-    if lockbus is not None:
-        result.handlers["open_slot"] = open_slot_handler(lockbus)
-        result.handlers["query_slots"] = query_slots_handler(lockbus)
     scanner: SerialScanner | QueuedScans | None = await _open_scanner(config, stack)
     if config.camera is not None:
         from edge.camera.reader import CameraReader  # OpenCV only where a camera is used
@@ -101,9 +99,13 @@ async def open_device_work(
         result.work.append(camera.run)
         scanner = camera
     result.workflow = await _open_workflow(config, stack, emit, lockbus, scanner, data_dir)
-    if isinstance(result.workflow, LockerWorkflow) and lockbus is not None:
-        # Through the workflow, which then expects the door (no "forced" alarm).
-        result.handlers["open_slot"] = open_slot_handler(_WorkflowSlots(result.workflow, lockbus))
+    if lockbus is not None:
+        # With a locker workflow, opens go through it: it then expects and times the door.
+        slots: SlotBus = lockbus
+        if isinstance(result.workflow, LockerWorkflow):
+            slots = _WorkflowSlots(result.workflow, lockbus)
+        result.handlers["open_slot"] = open_slot_handler(slots)
+        result.handlers["query_slots"] = query_slots_handler(slots)
     if result.workflow is not None:
         result.work.append(result.workflow.run)
         if clerk_terminal and isinstance(result.workflow, CounterWorkflow):
