@@ -1,0 +1,1 @@
+"""The cold-chain engine: probe state machines, alerts, exposure metrics, notifications."""
