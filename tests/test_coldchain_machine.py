@@ -159,7 +159,15 @@ values = st.one_of(
     edges, st.floats(min_value=-1.0, max_value=11.0, allow_nan=False).map(lambda v: round(v, 2))
 )
 steps = st.integers(min_value=1, max_value=240)
-sequences = st.lists(st.tuples(steps, values), min_size=1, max_size=80)
+
+
+@st.composite
+def sequences(
+    draw: st.DrawFn, values: st.SearchStrategy[float] = values
+) -> list[tuple[int, float]]:
+    """Runs of one value (how excursions look), each reading after a random step."""
+    runs = draw(st.lists(st.tuples(values, st.integers(1, 8)), min_size=1, max_size=12))
+    return [(draw(steps), value) for value, repeats in runs for _ in range(repeats)]
 
 
 def timed(sequence: list[tuple[int, float]]) -> list[tuple[float, float]]:
@@ -183,7 +191,7 @@ def run_start(readings: list[tuple[float, float]], index: int) -> float:
 
 
 @settings(max_examples=300, deadline=None)
-@given(sequences)
+@given(sequences())
 def test_property_never_alarms_before_the_delay(sequence: list[tuple[int, float]]) -> None:
     readings = timed(sequence)
     machine = ProbeMachine(NO_CRITICAL)
@@ -195,7 +203,7 @@ def test_property_never_alarms_before_the_delay(sequence: list[tuple[int, float]
 
 
 @settings(max_examples=300, deadline=None)
-@given(sequences)
+@given(sequences())
 def test_property_always_alarms_after_the_delay(sequence: list[tuple[int, float]]) -> None:
     readings = timed(sequence)
     machine = ProbeMachine(NO_CRITICAL)
@@ -206,7 +214,7 @@ def test_property_always_alarms_after_the_delay(sequence: list[tuple[int, float]
 
 
 @settings(max_examples=300, deadline=None)
-@given(sequences, st.sampled_from([0.0, 300.0]))
+@given(sequences(), st.sampled_from([0.0, 300.0]))
 def test_property_never_flaps_inside_the_hysteresis(
     sequence: list[tuple[int, float]], clear_after_s: float
 ) -> None:
@@ -230,7 +238,7 @@ wide = st.floats(min_value=-3.0, max_value=15.0, allow_nan=False).map(lambda v: 
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(steps, wide), min_size=1, max_size=80))
+@given(sequences(wide))
 def test_property_critical_limits_alarm_at_once(sequence: list[tuple[int, float]]) -> None:
     machine = ProbeMachine(PHARMA)
     for at, value in timed(sequence):

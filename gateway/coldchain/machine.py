@@ -249,6 +249,12 @@ class ProbeMachine:
             elif side != channel.side:
                 channel.since, channel.side = at, side
             return self._due(at, celsius)
+        if side is not None and side != channel.side:
+            # out on the other side: this excursion is over, the next one is pending
+            kind = temperature_kind(channel.side)
+            out = [_resolve(channel, "temperature", kind, at, celsius=celsius)]
+            channel.condition, channel.since, channel.side = "pending", at, side
+            return out + self._due(at, celsius)
         cleared = _cleared(rules, channel.side, celsius)
         if channel.condition == "recovering":
             if not cleared:
