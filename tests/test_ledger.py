@@ -32,6 +32,7 @@ TABLES = {
     "schema_migrations", "stations", "devices", "routes", "parcels", "realname_records",
     "inspections", "xray_verdicts", "holds", "alerts", "decisions", "inductions",
     "processed_messages", "pickup_codes", "locker_code_lists", "locations",
+    "coldchain_probes", "coldchain_doors", "coldchain_stays",
 }  # fmt: skip
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -123,10 +124,39 @@ def test_a_version_1_database_gains_the_transaction_index_and_keeps_its_data(
             _add_parcel(tx.connection, "WB0001")
     assert INDUCTIONS_BY_TRANSACTION not in _index_names(ledger_url, "inductions")
     with Ledger(ledger_url) as ledger:
-        assert [v for v, _ in ledger.schema_versions()] == [1, 2]
+        assert [v for v, _ in ledger.schema_versions()] == list(range(1, len(MIGRATIONS) + 1))
         with ledger.transaction(write=False) as tx:
             assert tx.parcel("WB0001") is not None
     assert INDUCTIONS_BY_TRANSACTION in _index_names(ledger_url, "inductions")
+
+
+def test_a_version_2_database_gains_the_cold_chain_and_keeps_its_alerts(ledger_url: str) -> None:
+    """Migration 3 adds columns to ``alerts`` in place: an X-ray alert raised under v2 is
+    still there, and its lifecycle can now be recorded."""
+    with Ledger(ledger_url, migrations=MIGRATIONS[:2]) as ledger:
+        ledger.sync_registry(registry())
+        with ledger.transaction() as tx:
+            tx.connection.execute(
+                text(
+                    "INSERT INTO alerts (station, kind, waybill, severity, details, raised_at, "
+                    "state) VALUES ('county-1', 'xray_hold', 'WB0001', 'warning', '{}', "
+                    ":at, 'open')"
+                ),
+                {"at": T0.replace(tzinfo=None)},
+            )
+    with Ledger(ledger_url) as ledger:
+        assert len(ledger.schema_versions()) == 3
+        with ledger.transaction() as tx:
+            [alert] = tx.alerts()
+            assert (alert.kind, alert.waybill, alert.subject) == ("xray_hold", "WB0001", None)
+            assert tx.acknowledge_alert(alert.id, by="qa-1", at=T0)
+            assert not tx.acknowledge_alert(alert.id, by="qa-2", at=T0)
+            assert tx.resolve_alert(alert.id, by="qa-1", at=T0)
+            row = tx.alert(alert.id)
+        assert row is not None
+        assert (row.state, row.acknowledged_by, row.resolved_by) == ("resolved", "qa-1", "qa-1")
+        assert row.resolved_at == T0
+    assert {"coldchain_probes", "coldchain_stays"} <= _table_names(ledger_url)
 
 
 def test_a_database_newer_than_the_code_is_refused(ledger_url: str) -> None:

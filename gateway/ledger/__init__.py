@@ -5,10 +5,13 @@
 - :mod:`.migrations` — versioned migrations, one transaction each, under a lock.
 - :mod:`.repository` (with :mod:`.decisions` and :mod:`.lockers`) — :class:`LedgerTx`,
   what the decision engine reads and writes inside one transaction.
+- :mod:`.coldchain` — alert lifecycles, probe and door states, parcels in cold
+  compartments.
 - :mod:`.sync` — the device registry copied into the ledger.
 - :mod:`.errors` — :class:`LedgerError` and the translation of database errors.
 """
 
+from gateway.ledger.coldchain import AlertRow, ProbeRow, StayRow
 from gateway.ledger.decisions import DecisionRow, InductionRow, Processed, SortFacts
 from gateway.ledger.engine import Ledger
 from gateway.ledger.errors import LedgerConflict, LedgerError, LedgerUnavailable
@@ -18,6 +21,7 @@ from gateway.ledger.repository import Coverage, Hold, LedgerTx, Parcel, Realname
 
 __all__ = [
     "MIGRATIONS",
+    "AlertRow",
     "Coverage",
     "DecisionRow",
     "Hold",
@@ -30,8 +34,10 @@ __all__ = [
     "Location",
     "Migration",
     "Parcel",
+    "ProbeRow",
     "Processed",
     "RealnameRow",
     "SortFacts",
+    "StayRow",
     "StoredCode",
 ]

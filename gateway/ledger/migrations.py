@@ -25,9 +25,12 @@ from gateway.ledger.errors import LedgerError
 from gateway.ledger.schema import (
     INDUCTIONS_BY_TRANSACTION,
     NAMING,
+    V3_TABLES,
     UtcDateTime,
     add_v2,
+    add_v3,
     define_v1,
+    v3_alert_columns,
 )
 
 MIGRATION_LOCK_KEY = 0x706F73746564_01
@@ -52,10 +55,25 @@ def _index_inductions_by_transaction(connection: Connection) -> None:
     index.create(connection)
 
 
+def _cold_chain(connection: Connection) -> None:
+    """New columns of ``alerts`` (ALTER TABLE, one per column: SQLite adds no more at
+    once) and the cold-chain tables, as :func:`add_v3` defines them."""
+    metadata = add_v3(add_v2(define_v1(MetaData(naming_convention=NAMING))))
+    preparer = connection.dialect.identifier_preparer
+    for column in v3_alert_columns():
+        kind = column.type.compile(dialect=connection.dialect)
+        connection.exec_driver_sql(
+            f"ALTER TABLE alerts ADD COLUMN {preparer.quote(column.name)} {kind}"
+        )
+    metadata.create_all(connection, tables=[metadata.tables[name] for name in V3_TABLES])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stations, devices, routes, parcels, real-name, X-ray, decisions, codes", _create_v1),
     Migration("inductions indexed by sorter and transaction (divert confirmations)",
               _index_inductions_by_transaction),
+    Migration("cold chain: alert lifecycle columns, probe and door states, cold stays",
+              _cold_chain),
 )  # fmt: skip
 """Every version in order. Append only: a released migration is never edited."""
 

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from gateway.ledger import schema as t
+from gateway.ledger.coldchain import ColdChainRows
 from gateway.ledger.decisions import DecisionRows
 from gateway.ledger.lockers import LockerRows
 
@@ -79,7 +80,7 @@ class RealnameRow:
     masked_phone: str | None
 
 
-class LedgerTx(DecisionRows, LockerRows):
+class LedgerTx(DecisionRows, LockerRows, ColdChainRows):
     """The ledger inside one transaction; ``connection`` is there for queries not yet
     wrapped here (other issues' reports)."""
 
@@ -254,13 +255,18 @@ class LedgerTx(DecisionRows, LockerRows):
         severity: str,
         details: Mapping[str, Any],
         raised_at: datetime,
+        subject: str | None = None,
+        device: str | None = None,
     ) -> int:
-        """Raise an alert (state ``open``). ``details`` must hold no personal data."""
+        """Raise an alert (state ``open``). ``details`` must hold no personal data;
+        ``subject`` is what the alert is about (the waybill when not given)."""
         result = self.connection.execute(
             insert(t.alerts).values(
                 station=station,
                 kind=kind,
                 waybill=waybill,
+                subject=subject if subject is not None else waybill,
+                device=device,
                 severity=severity,
                 details=dict(details),
                 raised_at=raised_at,

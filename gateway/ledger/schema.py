@@ -53,6 +53,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -330,7 +331,82 @@ def add_v2(metadata: MetaData) -> MetaData:
     return metadata
 
 
-METADATA = add_v2(define_v1(MetaData(naming_convention=NAMING)))
+def add_v3(metadata: MetaData) -> MetaData:
+    """Version 3 on top of :func:`add_v2`: the cold-chain engine.
+
+    ``alerts`` gains what an alert's lifecycle needs beyond the security holds of v1:
+    its subject (a probe ``device/probe`` or a door ``device/board/lock``), the device,
+    who acknowledged and resolved it and when, and when it escalated. New tables::
+
+        coldchain_probes  (station, device, probe) PK, profile, low_c, high_c (custom
+                          limits), profile_set_at, state JSON (the state machine),
+                          reported_day (the last local day whose metrics are written)
+        coldchain_doors   (station, device, board, lock) PK, state JSON
+        coldchain_stays   id PK, station, device (locker), board, lock, waybill,
+                          probe_device, probe, since, until, reported_at
+                          a parcel's time in a cold compartment
+    """
+    alerts = metadata.tables["alerts"]
+    for column in v3_alert_columns():
+        alerts.append_column(column)
+    Table(
+        "coldchain_probes",
+        metadata,
+        Column("station", String(IDENT), primary_key=True),
+        Column("device", String(IDENT), primary_key=True),
+        Column("probe", String(IDENT), primary_key=True),
+        Column("profile", String(32)),
+        Column("low_c", Float),
+        Column("high_c", Float),
+        _ts("profile_set_at", nullable=True),
+        Column("state", Json, nullable=False),
+        Column("reported_day", String(10)),
+    )
+    Table(
+        "coldchain_doors",
+        metadata,
+        Column("station", String(IDENT), primary_key=True),
+        Column("device", String(IDENT), primary_key=True),
+        Column("board", Integer, primary_key=True, autoincrement=False),
+        Column("lock", Integer, primary_key=True, autoincrement=False),
+        Column("state", Json, nullable=False),
+    )
+    Table(
+        "coldchain_stays",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("station", String(IDENT), nullable=False),
+        Column("device", String(IDENT), nullable=False),
+        Column("board", Integer, nullable=False),
+        Column("lock", Integer, nullable=False),
+        Column("waybill", String(WAYBILL), nullable=False, index=True),
+        Column("probe_device", String(IDENT), nullable=False),
+        Column("probe", String(IDENT), nullable=False),
+        _ts("since"),
+        _ts("until", nullable=True),
+        _ts("reported_at", nullable=True),
+        Index(None, "device", "board", "lock", "until"),
+    )
+    return metadata
+
+
+def v3_alert_columns() -> list[Column[Any]]:
+    """The columns v3 adds to ``alerts``: new objects on every call (a Column belongs
+    to one table)."""
+    return [
+        Column("subject", String(128)),
+        Column("device", String(IDENT)),
+        Column("acknowledged_by", String(IDENT)),
+        _ts("acknowledged_at", nullable=True),
+        Column("resolved_by", String(IDENT)),
+        _ts("resolved_at", nullable=True),
+        _ts("escalated_at", nullable=True),
+    ]
+
+
+V3_TABLES = ("coldchain_probes", "coldchain_doors", "coldchain_stays")
+
+METADATA = add_v3(add_v2(define_v1(MetaData(naming_convention=NAMING))))
 """The tables as of the latest version: what the repository's queries use."""
 
 _T = METADATA.tables
@@ -349,3 +425,6 @@ processed_messages = _T["processed_messages"]
 pickup_codes = _T["pickup_codes"]
 locker_code_lists = _T["locker_code_lists"]
 locations = _T["locations"]
+coldchain_probes = _T["coldchain_probes"]
+coldchain_doors = _T["coldchain_doors"]
+coldchain_stays = _T["coldchain_stays"]
