@@ -67,18 +67,26 @@ class DeviceTopic:
 
 @dataclass(frozen=True, slots=True)
 class AlertsTopic:
-    """``postedge/v1/{station}/_alerts``: retained latest alert per source."""
+    """``postedge/v1/{station}/_alerts``: every alert change, as it happens; with a
+    ``source`` (``device/probe``, ``device/board/lock``), the subtopic
+    ``postedge/v1/{station}/_alerts/{source}`` where the latest alert of that source is
+    retained. MQTT retains one message per topic, so "latest per source" needs a topic per
+    source; a subscriber to ``postedge/v1/{station}/_alerts/#`` gets both."""
 
     station: str
+    source: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
             validate_id(self.station, "station id")
+            for part in self.source:
+                validate_id(part, "alert source")
         except InvalidId as exc:
             raise InvalidTopic(str(exc)) from None
 
     def __str__(self) -> str:
-        return f"{ROOT}/{self.station}/_alerts"
+        tail = "".join(f"/{part}" for part in self.source)
+        return f"{ROOT}/{self.station}/_alerts{tail}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,11 @@ class Subscription:
 
 STORE_SUBSCRIPTION = Subscription("gateway", SUBSCRIBED_CHANNELS)
 """Everything devices send, for the telemetry store."""
+COLDCHAIN_SUBSCRIPTION = Subscription(
+    "coldchain", (Channel.TELEMETRY, Channel.EVENT, Channel.CMD_RESULT)
+)
+"""Readings, locker events and command results, for the cold-chain engine: its own group,
+so alerts never wait for the telemetry store or the decision path."""
 LEDGER_SUBSCRIPTION = Subscription("ledger", (Channel.EVENT,))
 """Station events, for the ledger and its decisions: a group of its own, so decisions
 never wait for the telemetry store."""
@@ -163,8 +168,8 @@ class MqttConsumer:
             if message.qos > 0:
                 client.ack(message.mid, message.qos)
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> bool:
-        """Send (receipts, dead letters); False if paho dropped the message.
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        """Send (receipts, dead letters, alerts); False if paho dropped the message.
 
         While disconnected, paho keeps QoS 1 publishes and sends them after reconnecting
         (``max_queued_messages_set(0)``: no cap). It drops one only when 65,535 are
@@ -174,7 +179,7 @@ class MqttConsumer:
         client = self._client
         if client is None:
             return False
-        rc = client.publish(topic, payload, qos=qos).rc
+        rc = client.publish(topic, payload, qos=qos, retain=retain).rc
         if rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             return True
         log.warning("%s: could not queue a message on %s: %s", self._client_id, topic, rc)

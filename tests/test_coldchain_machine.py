@@ -20,6 +20,10 @@ def feed(machine: ProbeMachine, readings: list[tuple[float, float]]) -> list[Tra
     return out
 
 
+def condition(machine: ProbeMachine) -> str:
+    return machine.state.temperature.condition
+
+
 def changes(transitions: list[Transition]) -> list[tuple[str, str]]:
     return [(t.change, t.kind) for t in transitions]
 
@@ -57,11 +61,11 @@ def test_recovery_needs_the_hysteresis_and_the_clear_time() -> None:
     machine = ProbeMachine(PHARMA)
     feed(machine, [(T0, 9.0), (T0 + 600, 9.0)])
     assert feed(machine, [(T0 + 660 + 60 * i, 7.7) for i in range(20)]) == []  # in the band
-    assert machine.state.temperature.condition == "alarm"
+    assert condition(machine) == "alarm"
     assert machine.observe(T0 + 2000, 7.4) == []
-    assert machine.state.temperature.condition == "recovering"
+    assert condition(machine) == "recovering"
     assert machine.observe(T0 + 2100, 7.8) == []  # not cleared: back to the same alarm
-    assert machine.state.temperature.condition == "alarm"
+    assert condition(machine) == "alarm"
     assert feed(machine, [(T0 + 2200, 7.0), (T0 + 2400, 7.0)]) == []
     [resolved] = machine.observe(T0 + 2500, 7.0)
     assert (resolved.change, resolved.kind) == ("resolve", "temperature_high")

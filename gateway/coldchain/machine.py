@@ -145,7 +145,6 @@ def _raise(
     channel.since = None
     channel.acknowledged = False
     channel.escalated = False
-    channel.alert = None
     return Transition(name, "raise", kind, severity, at, dict(details))
 
 

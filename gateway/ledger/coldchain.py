@@ -181,6 +181,21 @@ class ColdChainRows:
         assert key is not None
         return int(key[0])
 
+    def has_open_stay(self, device: str, board: int, lock: int, waybill: str) -> bool:
+        table = t.coldchain_stays
+        row = self.connection.execute(
+            select(table.c.id).where(
+                and_(
+                    table.c.device == device,
+                    table.c.board == board,
+                    table.c.lock == lock,
+                    table.c.waybill == waybill,
+                    table.c.until.is_(None),
+                )
+            )
+        ).first()
+        return row is not None
+
     def end_stay(self, device: str, board: int, lock: int, waybill: str, until: datetime) -> bool:
         table = t.coldchain_stays
         result = self.connection.execute(
