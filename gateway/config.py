@@ -25,6 +25,15 @@ Example::
 
     [metrics]
     port = 9108                  # GET /metrics; worker i on port + i
+
+    [coldchain]                  # the cold-chain engine (needs [ledger]); see
+    timezone = "Asia/Shanghai"   # gateway/coldchain/config.py for profiles and probes
+
+    [notify]                     # webhooks for alerts; see docs/notifications.md
+    [[notify.webhooks]]
+    name = "qa-robot"
+    url = "https://oapi.dingtalk.com/robot/send?access_token=..."
+    format = "dingtalk"
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from contracts.configfile import load_toml_model, resolve
 from contracts.ids import Identifier
+from gateway.coldchain.config import ColdChainConfig
 from gateway.telemetry.config import SqliteStoreConfig, StoreConfig
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -121,11 +131,14 @@ class GatewayConfig(BaseModel):
     )
     ledger: LedgerConfig | None = None
     metrics: MetricsConfig = MetricsConfig()
+    coldchain: ColdChainConfig | None = None
 
     @model_validator(mode="after")
     def _ledger_needs_registry(self) -> Self:
         if self.ledger is not None and self.registry is None:
             raise ValueError("the [ledger] section needs a registry file (registry = ...)")
+        if self.coldchain is not None and self.ledger is None:
+            raise ValueError("the [coldchain] section needs a [ledger] (alerts are kept there)")
         return self
 
 

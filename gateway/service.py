@@ -17,14 +17,15 @@ from collections.abc import Callable
 from types import FrameType
 
 from gateway.clearance import Clearance
+from gateway.coldchain.worker import ColdChainWorker
 from gateway.config import GatewayConfig
-from gateway.consumer import LEDGER_SUBSCRIPTION, MqttConsumer
+from gateway.consumer import COLDCHAIN_SUBSCRIPTION, LEDGER_SUBSCRIPTION, MqttConsumer
 from gateway.decisions import DecisionWorker, PickupNotifier
 from gateway.ingest import Ingestor
 from gateway.ledger import Ledger
 from gateway.metrics import Counters, MetricsServer
 from gateway.personal import Keyring
-from gateway.registry import load_registry
+from gateway.registry import Registry, load_registry
 from gateway.telemetry import open_store
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ class GatewayWorker:
         )
         self.ledger: Ledger | None = None
         self.decisions: DecisionWorker | None = None
+        self.coldchain: ColdChainWorker | None = None
         if decisions and config.ledger is not None and self.registry is not None:
             self.ledger = Ledger(config.ledger.url)
+            self.coldchain = self._coldchain(config, self.ledger, self.registry, client_id)
             keyring = (
                 Keyring.from_file(config.ledger.keys_file)
                 if config.ledger.keys_file is not None
@@ -91,10 +94,35 @@ class GatewayWorker:
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
+    def _coldchain(
+        self, config: GatewayConfig, ledger: Ledger, registry: Registry, client_id: str
+    ) -> ColdChainWorker | None:
+        if config.coldchain is None:
+            return None
+        name = ColdChainWorker.subscription_client_id(client_id)
+        consumer = MqttConsumer(
+            config.broker,
+            client_id=name,
+            receive_maximum=config.ingest.receive_maximum,
+            subscription=COLDCHAIN_SUBSCRIPTION,
+        )
+        return ColdChainWorker(
+            config.coldchain,
+            consumer,
+            ledger,
+            registry,
+            open_store(config.store),  # its own connection: stores are not shared by threads
+            self.counters,
+            name=name,
+            on_failure=self._decisions_failed,
+        )
+
     def wait_ready(self, timeout: float) -> bool:
-        """Connected and subscribed: the store's session and, if any, the decision path's."""
+        """Connected and subscribed: the store's session and, if any, the decision path's
+        and the cold-chain engine's."""
         ready = self.consumer.wait_ready(timeout)
-        return ready and (self.decisions is None or self.decisions.wait_ready(timeout))
+        ready = ready and (self.decisions is None or self.decisions.wait_ready(timeout))
+        return ready and (self.coldchain is None or self.coldchain.wait_ready(timeout))
 
     def start(self) -> None:
         if self.metrics is not None:
@@ -103,6 +131,8 @@ class GatewayWorker:
             self.ledger.open()
             self.ledger.sync_registry(self.registry)
             self.decisions.start()
+            if self.coldchain is not None:
+                self.coldchain.start()
         self.store.open()
         self.consumer.start()
         self._thread = threading.Thread(
@@ -139,6 +169,8 @@ class GatewayWorker:
         self.store.close()
         if self.decisions is not None:
             self.decisions.stop()
+        if self.coldchain is not None:
+            self.coldchain.stop()
         if self.ledger is not None:
             self.ledger.close()
         if self.metrics is not None:
@@ -209,7 +241,8 @@ def _run_worker(
     """A worker's life: start, wait for SIGINT, SIGTERM or a failure, stop cleanly.
 
     Worker 0 also runs the decision path (one per gateway: the ledger's decisions are
-    serialised there); worker ``i`` serves its metrics on ``metrics.port + i``.
+    serialised there) and the cold-chain engine (its probe states live there); worker ``i``
+    serves its metrics on ``metrics.port + i``.
     Returns the exit status; in a child process, a failure ends the process with it.
     """
     if setup_logging is not None:

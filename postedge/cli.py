@@ -14,6 +14,7 @@ from contracts.mqtt import software_version
 from edge.errors import EdgeError
 from firmware_bridge.errors import BridgeError
 from gateway.errors import GatewayError
+from postedge.alerts import add_alerts
 from postedge.localservers import ServerError
 from postedge.logs import LOG_FORMATS, TEXT_FORMAT, LogFormat, log_handler
 
@@ -184,6 +185,7 @@ def _add_gateway(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--workers", type=int, help="worker processes (overrides [ingest] workers)")
     run.set_defaults(func=_gateway_run)
     _add_gateway_provision(sub)
+    add_alerts(sub)
 
 
 def _add_gateway_provision(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

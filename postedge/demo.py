@@ -27,7 +27,7 @@ from pathlib import Path
 
 from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe
 from gateway.config import load_gateway_config
-from gateway.consumer import LEDGER_SUBSCRIPTION, create_session
+from gateway.consumer import COLDCHAIN_SUBSCRIPTION, LEDGER_SUBSCRIPTION, create_session
 from gateway.mosquitto import AclRule
 from gateway.personal import Keyring
 from postedge.localservers import Mosquitto, ServerError, free_port
@@ -40,6 +40,7 @@ class DemoProbe:
     id: str
     unit: int
     scenario: Scenario
+    profile: str = "chilled"
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,8 @@ STATIONS = (
         "township-07",
         "township-07-locker",
         (
-            DemoProbe("fridge-a", 1, Scenario.steady(4.0, noise=0.3, seed=3)),
-            DemoProbe("freezer-b", 2, Scenario.steady(-19.5, noise=0.4, seed=4)),
+            DemoProbe("fridge-a", 1, Scenario.steady(4.0, noise=0.3, seed=3), "fresh"),
+            DemoProbe("freezer-b", 2, Scenario.steady(-19.5, noise=0.4, seed=4), "frozen"),
         ),
         "菜园镇快递综合服务站",
         "410523101000",
@@ -81,15 +82,34 @@ STATIONS = (
         (
             # Pharma 2–8 °C: drifts out of range a few seconds into the demo.
             DemoProbe(
-                "medicine", 1, Scenario.excursion(5.0, 11.5, start_s=15, ramp_s=20, hold_s=60)
+                "medicine",
+                1,
+                Scenario.excursion(5.0, 11.5, start_s=15, ramp_s=20, hold_s=60),
+                "pharma",
             ),
-            DemoProbe("produce", 2, Scenario.drift(6.0, per_minute=0.5)),
+            DemoProbe("produce", 2, Scenario.drift(6.0, per_minute=0.5), "fresh"),
         ),
         "东街村村级寄递物流服务点",
         "410523101201",
         "village",
     ),
 )
+
+
+def coldchain_toml(stations: tuple[DemoStation, ...]) -> str:
+    """The cold-chain section: each probe's profile, with alarm delays short enough to
+    see an alert within the first minute (production keeps the 10-minute default)."""
+    profiles = "".join(
+        f"[coldchain.profiles.{name}]\ndelay_s = 20\nclear_after_s = 20\noffline_after_s = 60\n\n"
+        for name in sorted({probe.profile for station in stations for probe in station.probes})
+    )
+    probes = "".join(
+        f'[[coldchain.probes]]\nstation = "{station.id}"\ndevice = "{station.device}"\n'
+        f'probe = "{probe.id}"\nprofile = "{probe.profile}"\n\n'
+        for station in stations
+        for probe in station.probes
+    )
+    return "[coldchain]\ntick_s = 1\n\n" + profiles + probes
 
 
 def registry_toml(stations: tuple[DemoStation, ...]) -> str:
@@ -229,13 +249,14 @@ class _Demo:
             'client_id = "gateway"\n\n'
             "[ingest]\nbatch_wait_ms = 20\nstats_interval_s = 30\n\n"
             '[ledger]\nurl = "sqlite:///ledger.sqlite"\nkeys_file = "personal.keys"\n\n'
-            f"[metrics]\nport = {self.metrics_port}\n\n" + store
+            f"[metrics]\nport = {self.metrics_port}\n\n" + store + "\n" + coldchain_toml(STATIONS)
         )
         (self.workdir / "api.toml").write_text(f"[api]\nport = {self.api_port}\n\n" + store)
         # The sessions exist before any agent publishes, so the broker queues everything.
         broker = load_gateway_config(self.workdir / "gateway.toml").broker
         create_session(broker, client_id="gateway")
         create_session(broker, client_id="gateway-ledger", subscription=LEDGER_SUBSCRIPTION)
+        create_session(broker, client_id="gateway-coldchain", subscription=COLDCHAIN_SUBSCRIPTION)
         self._spawn("gateway", "gateway", "run", str(self.workdir / "gateway.toml"))
         self._spawn("api", "api", "--config", str(self.workdir / "api.toml"))
 
@@ -275,6 +296,8 @@ class _Demo:
             f"(read-only user 'observer', password '{self.passwords['observer']}')\n"
             f"  Data:      {self.workdir / 'telemetry.sqlite'}, ledger "
             f"{self.workdir / 'ledger.sqlite'}, registry {self.workdir / 'registry.toml'}\n"
+            f"  Alerts:    postedge gateway alerts list {self.workdir / 'gateway.toml'} "
+            f"(live on postedge/v1/+/_alerts/#; the medicine probe alarms about a minute in)\n"
             f"  Logs:      {self.logs}/\n"
             "Press Ctrl-C to stop.",
             flush=True,

@@ -5,22 +5,32 @@ cold doors and parcel stays."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
 from contracts import AnyBody, AnyEnvelope, make_envelope
 from contracts.commands import CommandResultBody
+from contracts.envelope import TemperatureEnvelope
 from contracts.events import DoorBody
 from contracts.station import DepositBody, PickupBody
 from contracts.telemetry import TemperatureBody
 from gateway.coldchain.config import ColdChainConfig, CompartmentConfig, ProbeAssignment
 from gateway.coldchain.engine import ColdChainEngine, Notice
+from gateway.coldchain.exposure import read_daily
+from gateway.coldchain.reporting import Reporter
+from gateway.convert import temperature_point
 from gateway.ledger import Ledger
+from gateway.metrics import Counters
 from gateway.registry import DeviceEntry, Registry, StationEntry
+from gateway.telemetry import open_store
+from gateway.telemetry.config import SqliteStoreConfig
+from gateway.telemetry.model import TelemetryStore
 
 STATION = "village-1"
 PROBE = ("medbox", "medicine")
@@ -70,6 +80,7 @@ class Replay:
     notices: list[Notice] = field(default_factory=list)
     seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     sent: list[AnyEnvelope] = field(default_factory=list)
+    store: TelemetryStore | None = None
 
     def __post_init__(self) -> None:
         with self.ledger.transaction() as tx:
@@ -87,7 +98,11 @@ class Replay:
             self.notices += self.engine.apply(tx, envelope)
 
     def reading(self, at: datetime, celsius: float, probe: tuple[str, str] = PROBE) -> None:
-        self.apply(self.envelope(probe[0], at, TemperatureBody(probe=probe[1], celsius=celsius)))
+        envelope = self.envelope(probe[0], at, TemperatureBody(probe=probe[1], celsius=celsius))
+        if self.store is not None:  # as the telemetry path stores it
+            assert isinstance(envelope, TemperatureEnvelope)
+            self.store.write([temperature_point(envelope)])
+        self.apply(envelope)
 
     def tick(self, now: datetime) -> None:
         with self.ledger.transaction() as tx:
@@ -136,7 +151,9 @@ def replay_day(replay: Replay, *, restart_at: Collection[str] = ()) -> Replay:
     for at, celsius in day_readings():
         clock = (at + timedelta(hours=8)).strftime("%H:%M")
         if clock in restart_at:
-            replay = Replay(replay.ledger, notices=replay.notices, seq=replay.seq)
+            replay = Replay(
+                replay.ledger, notices=replay.notices, seq=replay.seq, store=replay.store
+            )
         if celsius is not None:
             replay.reading(at, celsius)
         if clock == "10:15":
@@ -172,6 +189,45 @@ def test_a_replayed_day_raises_exactly_the_known_alerts(ledger: Ledger) -> None:
     assert {r.resolved_by for r in rows} == {"coldchain"}
     assert rows[1].escalated_at is not None
     assert all(r.subject == "medbox/medicine" for r in rows)
+
+
+def test_a_replayed_day_gives_exact_excursion_minutes_and_mkt(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """The day's figures, read back from the telemetry store: 96 minutes out of range
+    (5 + 30 + 60 + 1), six minutes not covered (the 19:59 reading holds for the
+    15-minute offline gap of the 21-minute silence), and the MKT of those durations."""
+    store = open_store(SqliteStoreConfig(kind="sqlite", path=tmp_path / "telemetry.sqlite"))
+    store.open()
+    try:
+        replay = replay_day(Replay(ledger, store=store))
+        counters = Counters()
+        end_of_day = DAY + timedelta(days=1, seconds=CONFIG.settle_s)
+        reporter = Reporter(CONFIG, store, counters)
+        with ledger.transaction() as tx:
+            reporter.report(tx, replay.engine, end_of_day - timedelta(seconds=1))
+        assert counters.snapshot().get("coldchain.days_measured", 0) == 0  # not settled yet
+        with ledger.transaction() as tx:
+            reporter.report(tx, replay.engine, end_of_day)
+        [daily] = read_daily(store, STATION, *PROBE, date(2026, 11, 25), date(2026, 11, 26))
+    finally:
+        store.close()
+    figures = daily.figures
+    assert figures.out_of_range_min == 96
+    assert figures.covered_s == (24 * 60 - 6) * 60
+    assert (figures.min_c, figures.max_c) == (5.0, 13.0)
+    assert figures.profile == "pharma"
+    held: dict[float, float] = {}
+    readings = [(at, c) for at, c in day_readings() if c is not None]
+    for (at, celsius), (following, _) in zip(
+        readings, [*readings[1:], (DAY + timedelta(days=1), 0)], strict=True
+    ):
+        held[celsius] = held.get(celsius, 0.0) + min((following - at).total_seconds(), 900.0)
+    ratio = 83144.0 / 8.314462618
+    mean = sum(w * math.exp(-ratio / (c + 273.15)) for c, w in held.items()) / sum(held.values())
+    assert figures.mkt_c == pytest.approx(ratio / -math.log(mean) - 273.15, abs=1e-6)
+    assert figures.mkt_c is not None
+    assert 5.0 < figures.mkt_c < 6.0
 
 
 @pytest.mark.parametrize("restart_at", [{"10:05"}, {"10:12", "14:30"}, {"20:16"}])

@@ -361,4 +361,4 @@ def test_unbounded_limits_and_an_uncovered_window_leave_their_fields_out() -> No
         "probe": probe,
         "waybill": "SF1",
     }
-    assert (parcel.fields["start"], parcel.fields["end"], parcel.time_ns) == (T0, T0 + S, T0)
+    assert (parcel.fields["start_ns"], parcel.fields["end_ns"], parcel.time_ns) == (T0, T0 + S, T0)

@@ -6,12 +6,8 @@ Example::
     timezone = "Asia/Shanghai"     # the local day of the daily metrics
     default_profile = "chilled"    # for probes neither listed nor set by command
 
-    [coldchain.profiles.pharma]    # override a built-in profile, or define a new name
-    low_c = 2.0
-    high_c = 8.0
-    critical_low_c = 0.0
-    critical_high_c = 12.0
-    delay_s = 600                  # out of range this long before the alarm
+    [coldchain.profiles.pharma]    # override a built-in profile's keys, or define a new one
+    delay_s = 300                  # out of range this long before the alarm
     hysteresis_c = 0.5             # back inside by this much before it clears
 
     [[coldchain.probes]]
@@ -163,7 +159,7 @@ class ColdChainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _profiles_exist(self) -> Self:
-        names = self.all_profiles()
+        names = self.all_profiles()  # also checks that merged overrides are ordered
         wanted = [p.profile for p in self.probes]
         if self.default_profile is not None:
             wanted.append(self.default_profile)
@@ -175,7 +171,17 @@ class ColdChainConfig(BaseModel):
         return self
 
     def all_profiles(self) -> dict[str, ProfileConfig]:
-        return {**BUILTIN_PROFILES, **self.profiles}
+        """Built-in profiles with the configured overrides merged in (a section that sets
+        only ``delay_s`` keeps the built-in limits), and the configured new ones."""
+        merged = dict(BUILTIN_PROFILES)
+        for name, override in self.profiles.items():
+            base = merged.get(name)
+            if base is None:
+                merged[name] = override
+                continue
+            fields = {key: getattr(override, key) for key in override.model_fields_set}
+            merged[name] = ProfileConfig.model_validate({**base.model_dump(), **fields})
+        return merged
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

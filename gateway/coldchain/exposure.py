@@ -113,8 +113,8 @@ def parcel_point(
         measurement=COLDCHAIN_PARCEL,
         tags={"station": station, "device": device, "probe": probe, "waybill": waybill},
         fields={
-            "start": exposure.start_ns,
-            "end": exposure.end_ns,
+            "start_ns": exposure.start_ns,
+            "end_ns": exposure.end_ns,
             **_figure_fields(profile_name, limits, exposure),
         },
         time_ns=exposure.start_ns,
@@ -155,11 +155,15 @@ def probe_exposure(
     end_ns: int,
     limits: Limits,
     max_gap_s: float,
+    plausible: Limits | None = None,
 ) -> Exposure:
     """The probe's exposure over ``[start_ns, end_ns)`` from its stored readings.
 
     Readings from ``max_gap_s`` before the window are read too: the last of them still
     holds at the window's start (see :func:`gateway.coldchain.metrics.exposure`).
+    Readings outside ``plausible`` (a broken sensor's 85 °C or −127 °C, which the alert
+    engine reports as a sensor fault) are left out: the time they would hold is not
+    covered, rather than counted as an excursion the goods never saw.
     """
     values = store.query_series(
         TEMPERATURE,
@@ -169,6 +173,8 @@ def probe_exposure(
         end_ns,
     )
     readings = [metrics.Reading(value.time_ns, _float(value.value)) for value in values]
+    if plausible is not None:
+        readings = [reading for reading in readings if plausible.contains(reading.celsius)]
     return metrics.exposure(readings, start_ns, end_ns, limits, max_gap_s)
 
 
@@ -210,7 +216,7 @@ def read_parcel(store: TelemetryStore, waybill: str) -> list[ParcelFigures]:
     for tags in store.series(COLDCHAIN_PARCEL):
         if tags.get("waybill") != waybill:
             continue
-        rows = _read_rows(store, COLDCHAIN_PARCEL, tags, ("start", "end", *_FIGURES))
+        rows = _read_rows(store, COLDCHAIN_PARCEL, tags, ("start_ns", "end_ns", *_FIGURES))
         for time_ns, row in rows.items():
             found.append(
                 ParcelFigures(
@@ -218,8 +224,8 @@ def read_parcel(store: TelemetryStore, waybill: str) -> list[ParcelFigures]:
                     device=tags["device"],
                     probe=tags["probe"],
                     waybill=waybill,
-                    start_ns=_int(row.get("start", time_ns)),
-                    end_ns=_int(row["end"]),
+                    start_ns=_int(row.get("start_ns", time_ns)),
+                    end_ns=_int(row["end_ns"]),
                     figures=_figures(row),
                 )
             )

@@ -1,0 +1,252 @@
+"""The cold-chain worker: readings in, alerts out, metrics written, one thread.
+
+It holds its own persistent MQTT session on the ``coldchain`` group (readings, locker
+events, command results), apart from the telemetry store's and the decision path's, so
+an alert never waits for InfluxDB or a sort decision. For each batch: the envelopes are
+checked against the registry, applied to the :class:`ColdChainEngine` in one ledger
+transaction, and only after the commit are the alerts published, handed to the notifier
+and queued for the telemetry store; then the batch is acknowledged. A crash before the
+acknowledgement redelivers the batch, which the machines ignore (they run forwards on
+device time) or apply idempotently.
+
+Time is checked every ``tick_s``, but only once the session has caught up with what the
+broker kept while the gateway was away: otherwise a restart would call every probe
+offline before reading the backlog that says it was not.
+
+The engine's state lives in one place: the gateway worker that runs this (worker 0,
+and with several gateway hosts, one host's ``[coldchain]``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from contracts import AlertsTopic, AnyEnvelope, ContractError
+from contracts.alerts import AlertMessage
+from gateway.coldchain.config import ColdChainConfig
+from gateway.coldchain.engine import ColdChainEngine, Notice
+from gateway.coldchain.reporting import Reporter
+from gateway.consumer import Inbound, MqttConsumer
+from gateway.ingest import accept
+from gateway.ledger import Ledger, LedgerTx, LedgerUnavailable
+from gateway.metrics import Counters
+from gateway.registry import Registry, check_identity
+from gateway.telemetry.model import StoreError, TelemetryPoint, TelemetryStore
+
+log = logging.getLogger(__name__)
+
+_BATCH = 500
+_RETRY_INITIAL_S = 0.1
+_RETRY_MAX_S = 5.0
+_PENDING_POINTS_MAX = 100_000
+ALERT = "alert"
+"""The telemetry measurement of alert changes (tags station, kind)."""
+
+Notify = Callable[[AlertMessage], None]
+_T = TypeVar("_T")
+_FLUSH_RETRY_S = 5.0
+
+
+def alert_point(notice: Notice) -> TelemetryPoint:
+    """An alert change as a telemetry point; its time is the change's, plus the alert's
+    number in the sub-microsecond digits so simultaneous changes do not overwrite."""
+    alert = notice.alert
+    number = int(alert.id.removeprefix("alert:"))
+    changed = int(notice.at.timestamp() * 1_000_000) * 1000
+    return TelemetryPoint(
+        measurement=ALERT,
+        tags={"station": alert.station, "kind": alert.kind},
+        fields={
+            "id": alert.id,
+            "change": notice.change,
+            "state": alert.state,
+            "severity": alert.severity,
+            "subject": alert.subject,
+            "details": json.dumps(alert.details, sort_keys=True, separators=(",", ":")),
+        },
+        time_ns=changed - changed % 1000 + number % 1000,
+    )
+
+
+class ColdChainWorker:
+    def __init__(
+        self,
+        config: ColdChainConfig,
+        consumer: MqttConsumer,
+        ledger: Ledger,
+        registry: Registry,
+        store: TelemetryStore,
+        counters: Counters,
+        *,
+        name: str,
+        notify: Notify | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = ColdChainEngine(config)
+        self.config = config
+        self._consumer = consumer
+        self._ledger = ledger
+        self._registry = registry
+        self._store = store
+        self._counters = counters
+        self._name = name
+        self._notify = notify
+        self._on_failure = on_failure
+        self._clock = clock
+        self._reporter = Reporter(config, store, counters)
+        self._pending: list[TelemetryPoint] = []
+        self._flush_after = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.caught_up = threading.Event()
+        self.ticks = 0
+        """How often time was checked (tests wait on it)."""
+        self.failure: BaseException | None = None
+
+    @staticmethod
+    def subscription_client_id(client_id: str) -> str:
+        return f"{client_id}-coldchain"
+
+    def start(self) -> None:
+        self._store.open()
+        with self._ledger.transaction() as tx:
+            self.engine.load(tx)
+        self._consumer.start()
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._consumer.wait_ready(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._consumer.stop()
+        self._store.close()
+
+    def _run(self) -> None:
+        try:
+            next_tick = 0.0
+            while not self._stop.is_set():
+                batch = self._consumer.take(_BATCH, 0, idle_timeout_s=0.2)
+                if batch:
+                    self.process(batch)
+                elif self._consumer.wait_ready(0):  # connected, and nothing more came
+                    self.caught_up.set()
+                if self.caught_up.is_set() and time.monotonic() >= next_tick:
+                    self.timed(self._clock())
+                    next_tick = time.monotonic() + self.config.tick_s
+                self._flush()
+        except Exception as exc:  # a bug, not input: stop loudly
+            log.exception("%s: cold-chain loop failed; stopping", self._name)
+            self.failure = exc
+            self._stop.set()
+            if self._on_failure is not None:
+                self._on_failure(exc)
+
+    # -- work ----------------------------------------------------------------------------
+
+    def process(self, batch: list[Inbound]) -> bool:
+        """Apply one batch, publish what it raised, acknowledge it; False if stopped."""
+        envelopes = [env for env in map(self._checked, batch) if env is not None]
+        notices = self._in_ledger(
+            lambda tx: [n for e in envelopes for n in self.engine.apply(tx, e)]
+        )
+        if notices is None:
+            return False
+        self._announce(notices)
+        self._consumer.ack(batch)
+        return True
+
+    def timed(self, now: datetime) -> None:
+        """What time and people did: due alarms, silences, escalations, acknowledgements;
+        then the metrics of finished days and stays."""
+        notices = self._in_ledger(
+            lambda tx: self.engine.people(tx, now) + self.engine.tick(tx, now)
+        )
+        if notices:
+            self._announce(notices)
+        self._in_ledger(lambda tx: self._reporter.report(tx, self.engine, now))
+        self.ticks += 1
+
+    def _checked(self, message: Inbound) -> AnyEnvelope | None:
+        try:
+            envelope = accept(message)
+            check_identity(self._registry, envelope)
+        except ContractError as exc:  # dead-lettered by the telemetry path, which sees it too
+            self._counters.incr(f"coldchain.ignored.{exc.reason}")
+            return None
+        return envelope
+
+    def _in_ledger(self, work: Callable[[LedgerTx], list[_T]]) -> list[_T] | None:
+        """``work(tx)`` in one transaction, retried while the ledger is unavailable (the
+        machines are reloaded from what was committed first); None if stopped."""
+        delay = _RETRY_INITIAL_S
+        while True:
+            try:
+                with self._ledger.transaction() as tx:
+                    return work(tx)
+            except LedgerUnavailable as exc:
+                self._counters.incr("coldchain.ledger_retries")
+                log.error("%s: ledger unavailable, retrying: %s", self._name, exc)
+                if self._stop.wait(delay * random.uniform(0.5, 1.0)):
+                    return None
+                delay = min(delay * 2, _RETRY_MAX_S)
+                self._reload()
+
+    def _reload(self) -> None:
+        try:
+            with self._ledger.transaction(write=False) as tx:
+                self.engine.load(tx)
+        except LedgerUnavailable:
+            pass  # the next attempt reloads again
+
+    def _announce(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            alert = notice.alert
+            payload = alert.model_dump_json(by_alias=True).encode()
+            self._consumer.publish(str(AlertsTopic(alert.station)), payload)
+            self._consumer.publish(
+                str(AlertsTopic(alert.station, notice.source)), payload, retain=True
+            )
+            self._counters.incr(f"coldchain.{notice.change}.{alert.kind}")
+            log.info(
+                "%s: %s %s %s (%s)", self._name, notice.change, alert.id, alert.kind, alert.subject
+            )
+            if self._notify is not None:
+                try:
+                    self._notify(alert)
+                except Exception as exc:  # the notifier's failure must not stop alerts
+                    self._counters.incr("coldchain.notify_failed")
+                    log.error("%s: notifier failed: %s", self._name, type(exc).__name__)
+            self._pending.append(alert_point(notice))
+        if len(self._pending) > _PENDING_POINTS_MAX:
+            dropped = len(self._pending) - _PENDING_POINTS_MAX
+            del self._pending[:dropped]
+            self._counters.incr("coldchain.store_dropped", dropped)
+
+    def _flush(self) -> None:
+        """Alert events into the telemetry store; kept for later while it is down (the
+        ledger has every alert regardless)."""
+        if not self._pending or time.monotonic() < self._flush_after:
+            return
+        try:
+            self._store.write(self._pending)
+        except StoreError as exc:
+            self._flush_after = time.monotonic() + _FLUSH_RETRY_S
+            self._counters.incr("coldchain.store_retries")
+            log.warning(
+                "%s: telemetry store: %s; %d alert events kept", self._name, exc, len(self._pending)
+            )
+            return
+        self._pending = []
