@@ -15,6 +15,7 @@ from edge.errors import EdgeError
 from firmware_bridge.errors import BridgeError
 from gateway.errors import GatewayError
 from postedge.alerts import add_alerts
+from postedge.figures import add_figures
 from postedge.localservers import ServerError
 from postedge.logs import LOG_FORMATS, TEXT_FORMAT, LogFormat, log_handler
 
@@ -186,6 +187,7 @@ def _add_gateway(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.set_defaults(func=_gateway_run)
     _add_gateway_provision(sub)
     add_alerts(sub)
+    add_figures(sub)
 
 
 def _add_gateway_provision(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
