@@ -204,11 +204,10 @@ def test_a_replayed_day_gives_exact_excursion_minutes_and_mkt(
         counters = Counters()
         end_of_day = DAY + timedelta(days=1, seconds=CONFIG.settle_s)
         reporter = Reporter(CONFIG, store, counters)
-        with ledger.transaction() as tx:
-            reporter.report(tx, replay.engine, end_of_day - timedelta(seconds=1))
+        assert reporter.report(ledger, replay.engine, end_of_day - timedelta(seconds=1)) == 0
         assert counters.snapshot().get("coldchain.days_measured", 0) == 0  # not settled yet
-        with ledger.transaction() as tx:
-            reporter.report(tx, replay.engine, end_of_day)
+        assert reporter.report(ledger, replay.engine, end_of_day) == 1
+        assert reporter.report(ledger, replay.engine, end_of_day) == 0  # measured once
         [daily] = read_daily(store, STATION, *PROBE, date(2026, 11, 25), date(2026, 11, 26))
     finally:
         store.close()

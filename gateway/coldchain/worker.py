@@ -176,7 +176,11 @@ class ColdChainWorker:
         )
         if notices:
             self._announce(notices)
-        self._in_ledger(lambda tx: self._reporter.report(tx, self.engine, now))
+        try:
+            self._reporter.report(self._ledger, self.engine, now)
+        except LedgerUnavailable as exc:  # measured again on a later tick
+            self._counters.incr("coldchain.ledger_retries")
+            log.error("%s: ledger unavailable for the figures: %s", self._name, exc)
         self.ticks += 1
 
     def _checked(self, message: Inbound) -> AnyEnvelope | None:
