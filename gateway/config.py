@@ -22,6 +22,7 @@ Example::
     [ledger]                     # the parcel ledger and the decision path
     url = "sqlite:///ledger.sqlite"   # or "postgresql+psycopg://gateway@db/postedge"
     keys_file = "personal.keys"  # or the POSTEDGE_PERSONAL_KEYS variable
+    own_process = false          # true: decisions in a process of their own (PERFORMANCE.md)
 
     [metrics]
     port = 9108                  # GET /metrics; worker i on port + i
@@ -46,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from contracts.configfile import load_toml_model, resolve
 from contracts.ids import Identifier
 from gateway.coldchain.config import ColdChainConfig
+from gateway.notify import NotifyConfig
 from gateway.telemetry.config import SqliteStoreConfig, StoreConfig
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -107,6 +109,11 @@ class LedgerConfig(BaseModel):
         description="personal-data keys; without it, the POSTEDGE_PERSONAL_KEYS variable",
     )
     receive_maximum: int = Field(default=1000, ge=1, le=65_535)
+    own_process: bool = Field(
+        default=False,
+        description="run the decision path and the cold-chain engine in a process of their "
+        "own, beside the ingest workers, so telemetry ingest never delays a decision",
+    )
 
 
 class MetricsConfig(BaseModel):
@@ -132,6 +139,7 @@ class GatewayConfig(BaseModel):
     ledger: LedgerConfig | None = None
     metrics: MetricsConfig = MetricsConfig()
     coldchain: ColdChainConfig | None = None
+    notify: NotifyConfig | None = None
 
     @model_validator(mode="after")
     def _ledger_needs_registry(self) -> Self:
@@ -139,6 +147,8 @@ class GatewayConfig(BaseModel):
             raise ValueError("the [ledger] section needs a registry file (registry = ...)")
         if self.coldchain is not None and self.ledger is None:
             raise ValueError("the [coldchain] section needs a [ledger] (alerts are kept there)")
+        if self.notify is not None and self.ledger is None:
+            raise ValueError("the [notify] section needs a [ledger] (it sends the ledger's alerts)")
         return self
 
 
@@ -159,4 +169,9 @@ def load_gateway_config(path: Path) -> GatewayConfig:
         if ledger.url.startswith("sqlite:///") and not ledger.url.startswith("sqlite:////"):
             update["url"] = f"sqlite:///{resolve(base, Path(ledger.url[len('sqlite:///') :]))}"
         config = config.model_copy(update={"ledger": ledger.model_copy(update=update)})
+    if config.notify is not None:
+        notify = config.notify.model_copy(
+            update={"queue_path": resolve(base, config.notify.queue_path)}
+        )
+        config = config.model_copy(update={"notify": notify})
     return config

@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from contracts import AlertsTopic, AnyEnvelope, Channel, ContractError, DeviceTopic
+from contracts.alerts import AlertMessage
 from contracts.station import DecisionMessage
 from gateway.clearance import Clearance, Outcome
 from gateway.consumer import Inbound, MqttConsumer
@@ -59,8 +60,10 @@ class DecisionWorker:
         name: str,
         on_failure: Callable[[BaseException], None] | None = None,
         notify_pickup: PickupNotifier | None = None,
+        notify_alert: Callable[[AlertMessage], None] | None = None,
     ) -> None:
         self._consumer = consumer
+        self._notify_alert = notify_alert
         self._on_failure = on_failure
         self._notify_pickup = notify_pickup
         self._clearance = clearance
@@ -169,6 +172,12 @@ class DecisionWorker:
             self._consumer.publish(
                 str(AlertsTopic(alert.station)), alert.model_dump_json(by_alias=True).encode()
             )
+            if self._notify_alert is not None:
+                try:
+                    self._notify_alert(alert)
+                except Exception as exc:  # the notifier's failure must not stop decisions
+                    self._counters.incr("alert.notify_failed")
+                    log.error("%s: alert notifier failed: %s", self._name, type(exc).__name__)
 
     def _hand_over_code(self, envelope: AnyEnvelope, code: str) -> None:
         """The clear pickup code exists only here, once: it goes to the notifier (an SMS

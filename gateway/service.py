@@ -1,4 +1,5 @@
-"""The gateway's composition root: consumer, store and ingest loop, in one or more workers.
+"""The gateway's composition root: consumer, store and ingest loop, in one or more workers,
+and the ledger path (decisions, cold chain) in worker 0 or in a process of its own.
 
 Several workers are separate processes, each with its own client id and persistent
 session on the same shared subscription, so ingest is not limited to one core. Workers
@@ -10,10 +11,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 
 from gateway.clearance import Clearance
@@ -24,6 +26,7 @@ from gateway.decisions import DecisionWorker, PickupNotifier
 from gateway.ingest import Ingestor
 from gateway.ledger import Ledger
 from gateway.metrics import Counters, MetricsServer
+from gateway.notify import Notifier
 from gateway.personal import Keyring
 from gateway.registry import Registry, load_registry
 from gateway.telemetry import open_store
@@ -31,9 +34,162 @@ from gateway.telemetry import open_store
 log = logging.getLogger(__name__)
 
 
-class GatewayWorker:
+class LedgerPath:
+    """The ledger's side of a gateway: the decision path and (with ``[coldchain]``) the
+    cold-chain engine, each on its own persistent session, sharing one :class:`Ledger`.
+
+    It runs in ingest worker 0, or with ``[ledger] own_process = true`` in a process of
+    its own (:class:`LedgerWorker`), where no telemetry ingest competes with decisions
+    for the interpreter.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        registry: Registry,
+        counters: Counters,
+        *,
+        client_id: str,
+        on_failure: Callable[[BaseException], None],
+        notify_pickup: PickupNotifier | None = None,
+    ) -> None:
+        assert config.ledger is not None
+        self.ledger = Ledger(config.ledger.url)
+        self.registry = registry
+        keyring = (
+            Keyring.from_file(config.ledger.keys_file)
+            if config.ledger.keys_file is not None
+            else Keyring.from_env()
+        )
+        self.notifier = Notifier(config.notify, counters) if config.notify is not None else None
+        notify = self.notifier.notify if self.notifier is not None else None
+        ledger_id = DecisionWorker.subscription_client_id(client_id)
+        self.decisions = DecisionWorker(
+            MqttConsumer(
+                config.broker,
+                client_id=ledger_id,
+                receive_maximum=config.ledger.receive_maximum,
+                subscription=LEDGER_SUBSCRIPTION,
+            ),
+            Clearance(self.ledger, keyring),
+            registry,
+            counters,
+            name=ledger_id,
+            on_failure=on_failure,
+            notify_pickup=notify_pickup,
+            notify_alert=notify,
+        )
+        self.coldchain: ColdChainWorker | None = None
+        if config.coldchain is not None:
+            name = ColdChainWorker.subscription_client_id(client_id)
+            self.coldchain = ColdChainWorker(
+                config.coldchain,
+                MqttConsumer(
+                    config.broker,
+                    client_id=name,
+                    receive_maximum=config.ingest.receive_maximum,
+                    subscription=COLDCHAIN_SUBSCRIPTION,
+                ),
+                self.ledger,
+                registry,
+                open_store(config.store),  # its own connection: stores are not shared
+                counters,
+                name=name,
+                notify=notify,
+                on_failure=on_failure,
+            )
+
+    def start(self) -> None:
+        if self.notifier is not None:
+            self.notifier.start()
+        self.ledger.open()
+        self.ledger.sync_registry(self.registry)
+        self.decisions.start()
+        if self.coldchain is not None:
+            self.coldchain.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        ready = self.decisions.wait_ready(timeout)
+        return ready and (self.coldchain is None or self.coldchain.wait_ready(timeout))
+
+    def stop(self) -> None:
+        self.decisions.stop()
+        if self.coldchain is not None:
+            self.coldchain.stop()
+        self.ledger.close()
+        if self.notifier is not None:
+            self.notifier.stop()
+
+
+class _Lifecycle:
+    """Stop requests and failures, shared by the two kinds of worker."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self.failure: BaseException | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until a stop was requested or a part of this worker failed."""
+        return self._stop.wait(timeout)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failure = exc
+        self._stop.set()
+
+
+def _metrics(
+    config: GatewayConfig, sources: list[Callable[[], Mapping[str, int]]], offset: int, name: str
+) -> MetricsServer | None:
+    if config.metrics.port is None:
+        return None
+    port = config.metrics.port + offset if config.metrics.port else 0
+    return MetricsServer(sources, host=config.metrics.host, port=port, worker=name)
+
+
+class LedgerWorker(_Lifecycle):
+    """A process that runs only the :class:`LedgerPath` (``[ledger] own_process``)."""
+
+    def __init__(self, config: GatewayConfig, *, client_id: str, metrics_port_offset: int) -> None:
+        super().__init__()
+        assert config.registry is not None
+        self.counters = Counters()
+        self.path = LedgerPath(
+            config,
+            load_registry(config.registry),
+            self.counters,
+            client_id=client_id,
+            on_failure=self._failed,
+        )
+        self.metrics = _metrics(
+            config, [self.counters.snapshot], metrics_port_offset, f"{client_id}-ledger"
+        )
+
+    def start(self) -> None:
+        if self.metrics is not None:
+            self.metrics.start()
+        self.path.start()
+        log.info(
+            "ledger path (decisions%s) in a process of its own, pid %d",
+            ", cold chain" if self.path.coldchain is not None else "",
+            os.getpid(),
+        )
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.path.wait_ready(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.path.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
+
+
+class GatewayWorker(_Lifecycle):
     """One consumer with its ingest thread, and (``decisions=True``, with a ``[ledger]``
-    section) the decision path. ``start()`` connects, ``stop()`` drains and leaves."""
+    section) the :class:`LedgerPath`. ``start()`` connects, ``stop()`` drains and leaves."""
 
     def __init__(
         self,
@@ -44,6 +200,7 @@ class GatewayWorker:
         metrics_port_offset: int = 0,
         notify_pickup: PickupNotifier | None = None,
     ) -> None:
+        super().__init__()
         self.config = config
         self.client_id = client_id
         self.counters = Counters()
@@ -55,84 +212,38 @@ class GatewayWorker:
         self.ingestor = Ingestor(
             self.consumer, self.store, config.ingest, client_id, registry=self.registry
         )
-        self.ledger: Ledger | None = None
-        self.decisions: DecisionWorker | None = None
-        self.coldchain: ColdChainWorker | None = None
+        self.ledger_path: LedgerPath | None = None
         if decisions and config.ledger is not None and self.registry is not None:
-            self.ledger = Ledger(config.ledger.url)
-            self.coldchain = self._coldchain(config, self.ledger, self.registry, client_id)
-            keyring = (
-                Keyring.from_file(config.ledger.keys_file)
-                if config.ledger.keys_file is not None
-                else Keyring.from_env()
-            )
-            ledger_id = DecisionWorker.subscription_client_id(client_id)
-            self.decisions = DecisionWorker(
-                MqttConsumer(
-                    config.broker,
-                    client_id=ledger_id,
-                    receive_maximum=config.ledger.receive_maximum,
-                    subscription=LEDGER_SUBSCRIPTION,
-                ),
-                Clearance(self.ledger, keyring),
+            self.ledger_path = LedgerPath(
+                config,
                 self.registry,
                 self.counters,
-                name=ledger_id,
-                on_failure=self._decisions_failed,
+                client_id=client_id,
+                on_failure=self._failed,
                 notify_pickup=notify_pickup,
             )
-        self.metrics: MetricsServer | None = None
-        if config.metrics.port is not None:
-            port = config.metrics.port + metrics_port_offset if config.metrics.port else 0
-            self.metrics = MetricsServer(
-                [self.counters.snapshot, self.ingestor.stats.as_counts],
-                host=config.metrics.host,
-                port=port,
-                worker=client_id,
-            )
-        self._stop = threading.Event()
+        self.metrics = _metrics(
+            config,
+            [self.counters.snapshot, self.ingestor.stats.as_counts],
+            metrics_port_offset,
+            client_id,
+        )
         self._thread: threading.Thread | None = None
-        self.failure: BaseException | None = None
 
-    def _coldchain(
-        self, config: GatewayConfig, ledger: Ledger, registry: Registry, client_id: str
-    ) -> ColdChainWorker | None:
-        if config.coldchain is None:
-            return None
-        name = ColdChainWorker.subscription_client_id(client_id)
-        consumer = MqttConsumer(
-            config.broker,
-            client_id=name,
-            receive_maximum=config.ingest.receive_maximum,
-            subscription=COLDCHAIN_SUBSCRIPTION,
-        )
-        return ColdChainWorker(
-            config.coldchain,
-            consumer,
-            ledger,
-            registry,
-            open_store(config.store),  # its own connection: stores are not shared by threads
-            self.counters,
-            name=name,
-            on_failure=self._decisions_failed,
-        )
+    @property
+    def coldchain(self) -> ColdChainWorker | None:
+        return self.ledger_path.coldchain if self.ledger_path is not None else None
 
     def wait_ready(self, timeout: float) -> bool:
-        """Connected and subscribed: the store's session and, if any, the decision path's
-        and the cold-chain engine's."""
+        """Connected and subscribed: the store's session and, if any, the ledger path's."""
         ready = self.consumer.wait_ready(timeout)
-        ready = ready and (self.decisions is None or self.decisions.wait_ready(timeout))
-        return ready and (self.coldchain is None or self.coldchain.wait_ready(timeout))
+        return ready and (self.ledger_path is None or self.ledger_path.wait_ready(timeout))
 
     def start(self) -> None:
         if self.metrics is not None:
             self.metrics.start()
-        if self.ledger is not None and self.decisions is not None and self.registry is not None:
-            self.ledger.open()
-            self.ledger.sync_registry(self.registry)
-            self.decisions.start()
-            if self.coldchain is not None:
-                self.coldchain.start()
+        if self.ledger_path is not None:
+            self.ledger_path.start()
         self.store.open()
         self.consumer.start()
         self._thread = threading.Thread(
@@ -140,24 +251,12 @@ class GatewayWorker:
         )
         self._thread.start()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until a stop was requested or the ingest loop or decision path failed."""
-        return self._stop.wait(timeout)
-
-    def _decisions_failed(self, exc: BaseException) -> None:
-        self.failure = exc
-        self._stop.set()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
     def _ingest(self) -> None:
         try:
             self.ingestor.run(self._stop)
         except Exception as exc:  # a bug, not input: stop this worker loudly, not silently
             log.exception("%s: ingest loop failed; stopping", self.client_id)
-            self.failure = exc
-            self._stop.set()
+            self._failed(exc)
 
     def stop(self) -> None:
         """Finish the batch in hand, disconnect; unacknowledged messages stay at the broker."""
@@ -167,12 +266,8 @@ class GatewayWorker:
             self._thread = None
         self.consumer.stop()
         self.store.close()
-        if self.decisions is not None:
-            self.decisions.stop()
-        if self.coldchain is not None:
-            self.coldchain.stop()
-        if self.ledger is not None:
-            self.ledger.close()
+        if self.ledger_path is not None:
+            self.ledger_path.stop()
         if self.metrics is not None:
             self.metrics.stop()
         log.info("%s: stopped; %s", self.client_id, self.ingestor.stats.summary())
@@ -188,13 +283,15 @@ def worker_ids(config: GatewayConfig) -> list[str]:
 def run_gateway(config: GatewayConfig, setup_logging: Callable[[], None] | None = None) -> int:
     """Run until SIGINT or SIGTERM; return the exit status.
 
-    One worker runs in this process; more run in child processes (``setup_logging`` is
-    called in each, since spawned children start with a bare logging configuration). If a
-    worker dies, the others are stopped too and the status is 1, for the service manager
-    to restart the gateway as a whole.
+    One worker runs in this process; more (or a ledger process of its own, ``[ledger]
+    own_process``) run in child processes (``setup_logging`` is called in each, since
+    spawned children start with a bare logging configuration). If a worker dies, the
+    others are stopped too and the status is 1, for the service manager to restart the
+    gateway as a whole.
     """
     ids = worker_ids(config)
-    if len(ids) == 1:
+    own = config.ledger is not None and config.ledger.own_process
+    if len(ids) == 1 and not own:
         return _run_worker(config, ids[0], 0, None)
     context = multiprocessing.get_context("spawn")
     processes = [
@@ -203,6 +300,10 @@ def run_gateway(config: GatewayConfig, setup_logging: Callable[[], None] | None 
         )
         for index, client_id in enumerate(ids)
     ]
+    if own:
+        name = f"{config.broker.client_id}-ledger"
+        args = (config, config.broker.client_id, len(ids), setup_logging)
+        processes.append(context.Process(target=_run_ledger, args=args, name=name))
     stopping = threading.Event()
     failed = False
 
@@ -238,18 +339,38 @@ def run_gateway(config: GatewayConfig, setup_logging: Callable[[], None] | None 
 def _run_worker(
     config: GatewayConfig, client_id: str, index: int, setup_logging: Callable[[], None] | None
 ) -> int:
-    """A worker's life: start, wait for SIGINT, SIGTERM or a failure, stop cleanly.
+    """An ingest worker's life: start, wait for SIGINT, SIGTERM or a failure, stop cleanly.
 
-    Worker 0 also runs the decision path (one per gateway: the ledger's decisions are
-    serialised there) and the cold-chain engine (its probe states live there); worker ``i``
-    serves its metrics on ``metrics.port + i``.
+    Worker 0 also runs the :class:`LedgerPath` (one per gateway: the ledger's decisions
+    are serialised there, and the cold-chain engine's probe states live there), unless
+    it has a process of its own; worker ``i`` serves its metrics on ``metrics.port + i``.
     Returns the exit status; in a child process, a failure ends the process with it.
     """
+    own = config.ledger is not None and config.ledger.own_process
+    return _serve(
+        lambda: GatewayWorker(
+            config, client_id=client_id, decisions=index == 0 and not own, metrics_port_offset=index
+        ),
+        setup_logging,
+    )
+
+
+def _run_ledger(
+    config: GatewayConfig, client_id: str, index: int, setup_logging: Callable[[], None] | None
+) -> int:
+    """The ledger process's life (``[ledger] own_process``); metrics on ``port + index``."""
+    return _serve(
+        lambda: LedgerWorker(config, client_id=client_id, metrics_port_offset=index),
+        setup_logging,
+    )
+
+
+def _serve(
+    make: Callable[[], GatewayWorker | LedgerWorker], setup_logging: Callable[[], None] | None
+) -> int:
     if setup_logging is not None:
         setup_logging()
-    worker = GatewayWorker(
-        config, client_id=client_id, decisions=index == 0, metrics_port_offset=index
-    )
+    worker = make()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: worker.request_stop())
     worker.start()
