@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.ledger import AlertRow, Ledger
 from postedge.localservers import free_port
 from tests.helpers import wait_until
 
@@ -32,6 +33,15 @@ def stations_reading(base: str) -> set[str]:
     return {s["id"] for s in stations if any(d["probes"] for d in s["devices"])}
 
 
+def medicine_alert(workdir: Path) -> AlertRow | None:
+    if not (workdir / "ledger.sqlite").exists():
+        return None
+    ledger = Ledger(f"sqlite:///{workdir / 'ledger.sqlite'}")
+    with ledger, ledger.transaction(write=False) as tx:
+        rows = tx.alerts(states=("open", "acknowledged", "resolved"))
+    return next((row for row in rows if row.subject == "village-23-medbox/medicine"), None)
+
+
 def test_demo_serves_all_three_stations_within_20_seconds_and_stops_on_ctrl_c(
     tmp_path: Path,
 ) -> None:
@@ -46,7 +56,7 @@ def test_demo_serves_all_three_stations_within_20_seconds_and_stops_on_ctrl_c(
             "--api-port",
             str(port),
             "--duration",
-            "60",
+            "90",
             "--interval",
             "1",
             "--workdir",
@@ -66,6 +76,14 @@ def test_demo_serves_all_three_stations_within_20_seconds_and_stops_on_ctrl_c(
         readings = get(f"{base}/api/v1/probes/village-23/village-23-medbox/medicine/temperature")
         assert isinstance(readings, dict)
         assert readings["points"]
+        # The medicine probe's simulated excursion (above 8 °C from about 25 s) alarms
+        # after the demo's 20 s delay.
+        alert = wait_until(
+            lambda: medicine_alert(tmp_path / "demo"),
+            timeout=60,
+            what="the medicine probe's alert",
+        )
+        assert (alert.kind, alert.station) == ("temperature_high", "village-23")
         demo.send_signal(signal.SIGINT)  # as Ctrl-C in the terminal
         output = demo.communicate(timeout=60)[0]
     finally:
