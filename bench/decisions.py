@@ -30,7 +30,7 @@ gateway / bare, the target (p99 at most twice the bare p99 and under 20 ms), eve
 decision missing or not routed, and CPU seconds of each process during the window.
 
     python bench/decisions.py [--seconds S] [--warmup S] [--repeat R] [--sorters N]
-        [--rate PER_S] [--workers W] [--ledger-url URL] [--threads DIR [--profile]]
+        [--rate PER_S] [--workers W] [--own-process] [--ledger-url URL] [--threads DIR [--profile]]
         [--json FILE]
 
 With ``--threads DIR`` the gateway runs in a wrapper that writes each thread's CPU
@@ -378,7 +378,8 @@ def start_gateway(
     ids = [client_id] if args.workers == 1 else [f"{client_id}-{i}" for i in range(args.workers)]
     for worker_id in ids:
         create_session(broker_config, client_id=worker_id)
-    ledger_id = DecisionWorker.subscription_client_id(ids[0])  # worker 0 decides
+    # worker 0 decides, or the ledger process, which takes the gateway's own client id
+    ledger_id = DecisionWorker.subscription_client_id(client_id if args.own_process else ids[0])
     create_session(broker_config, client_id=ledger_id, subscription=LEDGER_SUBSCRIPTION)
     config = workdir / f"{client_id}.toml"
     config.write_text(
@@ -388,6 +389,7 @@ def start_gateway(
         f'[store]\nkind = "sqlite"\npath = "{workdir / f"telemetry-{client_id}.sqlite"}"\n\n'
         f"[ingest]\nworkers = {args.workers}\n\n"
         f'[ledger]\nurl = "{args.ledger_url}"\nkeys_file = "{workdir / "personal.keys"}"\n'
+        f"own_process = {'true' if args.own_process else 'false'}\n"
     )
     command = [*CLI, "--log-level", "INFO", "gateway", "run", str(config)]
     if args.threads:
@@ -449,11 +451,15 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` from /proc."""
+    """utime + stime of ``pid`` and of its live descendants (a gateway's worker and
+    ledger processes) from /proc."""
+    total = 0.0
     with contextlib.suppress(OSError):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
-    return 0.0
+        total = (int(fields[11]) + int(fields[12])) / _TICK
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        total += sum(cpu_seconds(int(child)) for child in children)
+    return total
 
 
 def all_cpu_s() -> float:
@@ -620,6 +626,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="inductions per second per sorter")
     parser.add_argument("--ledger-url", help="default: a SQLite file in the temp dir")
     parser.add_argument("--workers", type=int, default=1, help="gateway [ingest] workers")
+    parser.add_argument(
+        "--own-process", action="store_true", help="[ledger] own_process: decisions apart"
+    )
     parser.add_argument(
         "--threads", type=Path, help="write the gateway's CPU seconds per thread to DIR"
     )

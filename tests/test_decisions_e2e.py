@@ -12,6 +12,9 @@ import datetime as dt
 import itertools
 import json
 import logging
+import signal
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -37,7 +40,15 @@ from contracts import (
 from contracts.alerts import AlertMessage
 from contracts.mqtt import new_client
 from contracts.station import DepositBody, DepositRequestBody
-from gateway.config import BrokerConfig, GatewayConfig, IngestConfig, LedgerConfig, MetricsConfig
+from gateway.config import (
+    BrokerConfig,
+    GatewayConfig,
+    IngestConfig,
+    LedgerConfig,
+    MetricsConfig,
+    load_gateway_config,
+)
+from gateway.consumer import LEDGER_SUBSCRIPTION, create_session
 from gateway.personal import Keyring
 from gateway.service import GatewayWorker
 from gateway.telemetry.config import InfluxStoreConfig, SqliteStoreConfig, StoreConfig
@@ -425,3 +436,39 @@ def test_decisions_flow_while_the_telemetry_store_is_down(
         assert NUMBER not in json.dumps(stored)
     finally:
         worker.stop()
+
+
+def test_the_ledger_path_in_a_process_of_its_own(
+    tmp_path: Path, broker: Mosquitto, keys_file: Path, station: Station, decisions: Observer
+) -> None:
+    """``[ledger] own_process = true``: one ingest worker and one ledger process; the
+    parcel is still routed, and both stop cleanly on SIGTERM."""
+    (tmp_path / "registry.toml").write_text(REGISTRY)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        'registry = "registry.toml"\n\n'
+        f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\nusername = "{GATEWAY_USER}"\n'
+        f'password = "{GATEWAY_PASSWORD}"\nclient_id = "gw-own"\n\n'
+        '[store]\nkind = "sqlite"\npath = "telemetry.sqlite"\n\n'
+        f'[ledger]\nurl = "sqlite:///ledger.sqlite"\nkeys_file = "{keys_file}"\n'
+        "own_process = true\n"
+    )
+    sessions = load_gateway_config(config).broker  # the broker queues for them from now on
+    create_session(sessions, client_id="gw-own")
+    create_session(sessions, client_id="gw-own-ledger", subscription=LEDGER_SUBSCRIPTION)
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "postedge.cli", "gateway", "run", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        station.send("counter-1", acceptance("YT0301"))
+        station.send("xray-1", xray("YT0301", "PASS"))
+        assert routed(decisions, induct(station, 1, "YT0301")) == (2, None)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        output = gateway.communicate(timeout=30)[0]
+    assert gateway.returncode == 0, output
+    assert "ledger path (decisions) in a process of its own" in output
+    assert "gw-own: stopped; processed 3" in output  # the ingest worker stored all three
