@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from contracts.commands import CommandResultBody
+from contracts.durablefile import connect_durable
 from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
@@ -83,17 +84,10 @@ class CommandLog:
     def open(self) -> None:
         """Open (or create) the file and prune old rows."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
+            db = connect_durable(self.path, _SCHEMA)
+        except OSError as exc:
             raise CommandLogError(f"cannot open command log {self.path}: {exc}") from None
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            db.close()
             raise CommandLogError(f"command log {self.path} is unusable: {exc}") from None
         with self._lock:
             self._db = db

@@ -20,8 +20,6 @@ messages, so here it is only counted.
 from __future__ import annotations
 
 import logging
-import random
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,10 +30,10 @@ from contracts.station import DecisionMessage
 from gateway.clearance import Clearance, Outcome
 from gateway.consumer import Inbound, MqttConsumer
 from gateway.deadletter import DeadLetter
-from gateway.ingest import accept, encoded_receipts
-from gateway.ledger import LedgerUnavailable
+from gateway.ingest import encoded_receipts
 from gateway.metrics import Counters
-from gateway.registry import Registry, check_identity
+from gateway.registry import Registry
+from gateway.sessionloop import SessionLoop
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +41,12 @@ _BATCH = 200
 
 PickupNotifier = Callable[[str, str, str, str], None]
 """``(station, locker device, waybill, clear code)``: tells the recipient their code."""
-_RETRY_INITIAL_S = 0.1
-_RETRY_MAX_S = 5.0
 
 
-class DecisionWorker:
+class DecisionWorker(SessionLoop):
     """Consumes station events into the ledger and publishes decisions; ``start()``/``stop()``."""
+
+    prefix = "ledger"
 
     def __init__(
         self,
@@ -62,49 +60,19 @@ class DecisionWorker:
         notify_pickup: PickupNotifier | None = None,
         notify_alert: Callable[[AlertMessage], None] | None = None,
     ) -> None:
-        self._consumer = consumer
+        super().__init__(consumer, registry, counters, name=name, on_failure=on_failure)
         self._notify_alert = notify_alert
-        self._on_failure = on_failure
         self._notify_pickup = notify_pickup
         self._clearance = clearance
-        self._registry = registry
-        self._counters = counters
-        self._name = name
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.failure: BaseException | None = None
 
     @staticmethod
     def subscription_client_id(client_id: str) -> str:
         return f"{client_id}-ledger"
 
-    def start(self) -> None:
-        self._consumer.start()
-        self._thread = threading.Thread(target=self._run, name=f"{self._name}", daemon=True)
-        self._thread.start()
-
-    def wait_ready(self, timeout: float) -> bool:
-        return self._consumer.wait_ready(timeout)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self._consumer.stop()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                batch = self._consumer.take(_BATCH, 0, idle_timeout_s=0.2)
-                if batch:
-                    self.process(batch)
-        except Exception as exc:  # a bug, not input: stop loudly
-            log.exception("%s: decision loop failed; stopping", self._name)
-            self.failure = exc
-            self._stop.set()
-            if self._on_failure is not None:
-                self._on_failure(exc)
+    def step(self) -> None:
+        batch = self._consumer.take(_BATCH, 0, idle_timeout_s=0.2)
+        if batch:
+            self.process(batch)
 
     def process(self, batch: list[Inbound]) -> bool:
         """Apply, decide, receipt and acknowledge one batch; False if stopped midway.
@@ -132,27 +100,9 @@ class DecisionWorker:
         self._consumer.ack(batch)
         return True
 
-    def _checked(self, message: Inbound) -> AnyEnvelope | None:
-        try:
-            envelope = accept(message)
-            check_identity(self._registry, envelope)
-        except ContractError as exc:
-            self._counters.incr(f"ledger.ignored.{exc.reason}")
-            return None
-        return envelope
-
     def _apply(self, envelopes: list[AnyEnvelope]) -> list[Outcome | ContractError] | None:
         """The batch's outcomes, retrying while the ledger is unavailable; None if stopped."""
-        delay = _RETRY_INITIAL_S
-        while True:
-            try:
-                return self._clearance.handle_batch(envelopes)
-            except LedgerUnavailable as exc:
-                self._counters.incr("ledger.retries")
-                log.error("%s: ledger unavailable, retrying: %s", self._name, exc)
-                if self._stop.wait(delay * random.uniform(0.5, 1.0)):
-                    return None
-                delay = min(delay * 2, _RETRY_MAX_S)
+        return self._retrying(lambda: self._clearance.handle_batch(envelopes))
 
     def _publish(self, envelope: AnyEnvelope, outcome: Outcome) -> None:
         self._counters.add(outcome.counters)
@@ -172,12 +122,7 @@ class DecisionWorker:
             self._consumer.publish(
                 str(AlertsTopic(alert.station)), alert.model_dump_json(by_alias=True).encode()
             )
-            if self._notify_alert is not None:
-                try:
-                    self._notify_alert(alert)
-                except Exception as exc:  # the notifier's failure must not stop decisions
-                    self._counters.incr("alert.notify_failed")
-                    log.error("%s: alert notifier failed: %s", self._name, type(exc).__name__)
+            self._notify(self._notify_alert, alert)
 
     def _hand_over_code(self, envelope: AnyEnvelope, code: str) -> None:
         """The clear pickup code exists only here, once: it goes to the notifier (an SMS

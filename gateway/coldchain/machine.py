@@ -103,22 +103,21 @@ class ProbeState:
     same_since: float | None = None
 
 
-def _side(rules: Rules, celsius: float) -> Side | None:
-    high, low = rules.limits.high_c, rules.limits.low_c
-    if high is not None and celsius > high:
+def _beyond(limits: Limits, celsius: float) -> Side | None:
+    """Which side of ``limits`` a reading is on, or None if inside."""
+    if limits.high_c is not None and celsius > limits.high_c:
         return "high"
-    if low is not None and celsius < low:
+    if limits.low_c is not None and celsius < limits.low_c:
         return "low"
     return None
+
+
+def _side(rules: Rules, celsius: float) -> Side | None:
+    return _beyond(rules.limits, celsius)
 
 
 def _critical(rules: Rules, celsius: float) -> Side | None:
-    high, low = rules.critical.high_c, rules.critical.low_c
-    if high is not None and celsius > high:
-        return "high"
-    if low is not None and celsius < low:
-        return "low"
-    return None
+    return _beyond(rules.critical, celsius)
 
 
 def _cleared(rules: Rules, side: Side | None, celsius: float) -> bool:

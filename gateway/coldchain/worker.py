@@ -21,30 +21,27 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from contracts import AlertsTopic, AnyEnvelope, ContractError
+from contracts import AlertsTopic
 from contracts.alerts import AlertMessage
 from gateway.coldchain.config import ColdChainConfig
 from gateway.coldchain.engine import ColdChainEngine, Notice
 from gateway.coldchain.reporting import Reporter
 from gateway.consumer import Inbound, MqttConsumer
-from gateway.ingest import accept
 from gateway.ledger import Ledger, LedgerTx, LedgerUnavailable
 from gateway.metrics import Counters
-from gateway.registry import Registry, check_identity
+from gateway.registry import Registry
+from gateway.sessionloop import SessionLoop
 from gateway.telemetry.model import StoreError, TelemetryPoint, TelemetryStore
 
 log = logging.getLogger(__name__)
 
 _BATCH = 500
-_RETRY_INITIAL_S = 0.1
-_RETRY_MAX_S = 5.0
 _PENDING_POINTS_MAX = 100_000
 ALERT = "alert"
 """The telemetry measurement of alert changes (tags station, kind)."""
@@ -75,7 +72,9 @@ def alert_point(notice: Notice) -> TelemetryPoint:
     )
 
 
-class ColdChainWorker:
+class ColdChainWorker(SessionLoop):
+    prefix = "coldchain"
+
     def __init__(
         self,
         config: ColdChainConfig,
@@ -90,26 +89,20 @@ class ColdChainWorker:
         on_failure: Callable[[BaseException], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(consumer, registry, counters, name=name, on_failure=on_failure)
         self.engine = ColdChainEngine(config)
         self.config = config
-        self._consumer = consumer
         self._ledger = ledger
-        self._registry = registry
         self._store = store
-        self._counters = counters
-        self._name = name
-        self._notify = notify
-        self._on_failure = on_failure
+        self._notify_alert = notify
         self._clock = clock
         self._reporter = Reporter(config, store, counters)
         self._pending: list[TelemetryPoint] = []
         self._flush_after = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._next_tick = 0.0
         self.caught_up = threading.Event()
         self.ticks = 0
         """How often time was checked (tests wait on it)."""
-        self.failure: BaseException | None = None
 
     @staticmethod
     def subscription_client_id(client_id: str) -> str:
@@ -119,40 +112,22 @@ class ColdChainWorker:
         self._store.open()
         with self._ledger.transaction() as tx:
             self.engine.load(tx)
-        self._consumer.start()
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
-
-    def wait_ready(self, timeout: float) -> bool:
-        return self._consumer.wait_ready(timeout)
+        super().start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self._consumer.stop()
+        super().stop()
         self._store.close()
 
-    def _run(self) -> None:
-        try:
-            next_tick = 0.0
-            while not self._stop.is_set():
-                batch = self._consumer.take(_BATCH, 0, idle_timeout_s=0.2)
-                if batch:
-                    self.process(batch)
-                elif self._consumer.wait_ready(0):  # connected, and nothing more came
-                    self.caught_up.set()
-                if self.caught_up.is_set() and time.monotonic() >= next_tick:
-                    self.timed(self._clock())
-                    next_tick = time.monotonic() + self.config.tick_s
-                self._flush()
-        except Exception as exc:  # a bug, not input: stop loudly
-            log.exception("%s: cold-chain loop failed; stopping", self._name)
-            self.failure = exc
-            self._stop.set()
-            if self._on_failure is not None:
-                self._on_failure(exc)
+    def step(self) -> None:
+        batch = self._consumer.take(_BATCH, 0, idle_timeout_s=0.2)
+        if batch:
+            self.process(batch)
+        elif self._consumer.wait_ready(0):  # connected, and nothing more came
+            self.caught_up.set()
+        if self.caught_up.is_set() and time.monotonic() >= self._next_tick:
+            self.timed(self._clock())
+            self._next_tick = time.monotonic() + self.config.tick_s
+        self._flush()
 
     # -- work ----------------------------------------------------------------------------
 
@@ -179,34 +154,19 @@ class ColdChainWorker:
         try:
             self._reporter.report(self._ledger, self.engine, now)
         except LedgerUnavailable as exc:  # measured again on a later tick
-            self._counters.incr("coldchain.ledger_retries")
+            self._counters.incr("coldchain.retries")
             log.error("%s: ledger unavailable for the figures: %s", self._name, exc)
         self.ticks += 1
-
-    def _checked(self, message: Inbound) -> AnyEnvelope | None:
-        try:
-            envelope = accept(message)
-            check_identity(self._registry, envelope)
-        except ContractError as exc:  # dead-lettered by the telemetry path, which sees it too
-            self._counters.incr(f"coldchain.ignored.{exc.reason}")
-            return None
-        return envelope
 
     def _in_ledger(self, work: Callable[[LedgerTx], list[_T]]) -> list[_T] | None:
         """``work(tx)`` in one transaction, retried while the ledger is unavailable (the
         machines are reloaded from what was committed first); None if stopped."""
-        delay = _RETRY_INITIAL_S
-        while True:
-            try:
-                with self._ledger.transaction() as tx:
-                    return work(tx)
-            except LedgerUnavailable as exc:
-                self._counters.incr("coldchain.ledger_retries")
-                log.error("%s: ledger unavailable, retrying: %s", self._name, exc)
-                if self._stop.wait(delay * random.uniform(0.5, 1.0)):
-                    return None
-                delay = min(delay * 2, _RETRY_MAX_S)
-                self._reload()
+
+        def attempt() -> list[_T]:
+            with self._ledger.transaction() as tx:
+                return work(tx)
+
+        return self._retrying(attempt, after_failure=self._reload)
 
     def _reload(self) -> None:
         try:
@@ -227,12 +187,7 @@ class ColdChainWorker:
             log.info(
                 "%s: %s %s %s (%s)", self._name, notice.change, alert.id, alert.kind, alert.subject
             )
-            if self._notify is not None:
-                try:
-                    self._notify(alert)
-                except Exception as exc:  # the notifier's failure must not stop alerts
-                    self._counters.incr("coldchain.notify_failed")
-                    log.error("%s: notifier failed: %s", self._name, type(exc).__name__)
+            self._notify(self._notify_alert, alert)
             self._pending.append(alert_point(notice))
         if len(self._pending) > _PENDING_POINTS_MAX:
             dropped = len(self._pending) - _PENDING_POINTS_MAX

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, insert, select, update
 
 from gateway.ledger import schema as t
 
@@ -65,6 +65,18 @@ class StayRow:
 
 def _alert(row: Any) -> AlertRow:
     return AlertRow(**{name: getattr(row, name) for name in AlertRow.__dataclass_fields__})
+
+
+def _open_stay(device: str, board: int, lock: int, waybill: str) -> ColumnElement[bool]:
+    """The stay of ``waybill`` in that slot that has not ended yet."""
+    table = t.coldchain_stays
+    return and_(
+        table.c.device == device,
+        table.c.board == board,
+        table.c.lock == lock,
+        table.c.waybill == waybill,
+        table.c.until.is_(None),
+    )
 
 
 class ColdChainRows:
@@ -184,32 +196,14 @@ class ColdChainRows:
     def has_open_stay(self, device: str, board: int, lock: int, waybill: str) -> bool:
         table = t.coldchain_stays
         row = self.connection.execute(
-            select(table.c.id).where(
-                and_(
-                    table.c.device == device,
-                    table.c.board == board,
-                    table.c.lock == lock,
-                    table.c.waybill == waybill,
-                    table.c.until.is_(None),
-                )
-            )
+            select(table.c.id).where(_open_stay(device, board, lock, waybill))
         ).first()
         return row is not None
 
     def end_stay(self, device: str, board: int, lock: int, waybill: str, until: datetime) -> bool:
         table = t.coldchain_stays
         result = self.connection.execute(
-            update(table)
-            .where(
-                and_(
-                    table.c.device == device,
-                    table.c.board == board,
-                    table.c.lock == lock,
-                    table.c.waybill == waybill,
-                    table.c.until.is_(None),
-                )
-            )
-            .values(until=until)
+            update(table).where(_open_stay(device, board, lock, waybill)).values(until=until)
         )
         return result.rowcount > 0
 

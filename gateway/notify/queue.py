@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from contracts.alerts import AlertMessage
+from contracts.durablefile import connect_durable
 from gateway.notify.errors import NotifyError
 
 _SCHEMA: Final = """
@@ -84,17 +85,10 @@ class DeliveryQueue:
     def open(self) -> None:
         """Open (or create) the file; prune rows finished more than ``keep_finished_s`` ago."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
+            db = connect_durable(self.path, _SCHEMA)
+        except OSError as exc:
             raise QueueError(f"cannot open notify queue {self.path}: {exc}") from None
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            db.close()
             raise QueueError(f"notify queue {self.path} is unusable: {exc}") from None
         with self._lock:
             self._db = db
