@@ -27,7 +27,7 @@ from gateway.registry import load_registry
 from gateway.service import GatewayWorker
 from gateway.telemetry import open_store
 from postedge.cli import main
-from postedge.localservers import Mosquitto
+from postedge.localservers import Influxd, Mosquitto
 from tests.conftest import GATEWAY_PASSWORD, GATEWAY_USER, OBSERVER_PASSWORD, OBSERVER_USER
 from tests.helpers import Observer, Publisher, Seen, wait_until
 
@@ -308,3 +308,32 @@ def test_time_is_checked_only_after_the_backlog_is_read(
         engine.load(tx)
         [offline] = engine.tick(tx, utc_now() + timedelta(hours=2))
     assert offline.alert.kind == "probe_offline"
+
+
+def test_alerts_flow_while_the_telemetry_store_is_down(
+    config_file: Path, private_influxd: Influxd, probe: Probe, alerts: Observer
+) -> None:
+    """With InfluxDB stopped, the alert is still raised and published; its event point
+    reaches the store once the store is back."""
+    private_influxd.create_database("postedge")
+    text = config_file.read_text().replace(
+        '[store]\nkind = "sqlite"\npath = "telemetry.sqlite"',
+        f'[store]\nkind = "influxdb"\nurl = "{private_influxd.url}"\ndatabase = "postedge"',
+    )
+    config_file.write_text(text)
+    gateway = started(config_file)
+    try:
+        private_influxd.stop()
+        probe.read(0, 12.5)  # beyond the critical limit: at once
+        alerts.wait_for(lambda seen: len(messages(seen)) == 1)
+        assert messages(alerts.messages)[0].severity == "critical"
+        private_influxd.start()
+
+        def alert_points() -> int:
+            result = private_influxd.query('SELECT count("id") FROM "alert"', db="postedge")
+            series = result["results"][0].get("series")  # type: ignore[index]
+            return int(series[0]["values"][0][1]) if series else 0
+
+        wait_until(lambda: alert_points() == 1, timeout=30, what="the alert point stored")
+    finally:
+        gateway.stop()
