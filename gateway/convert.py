@@ -12,6 +12,8 @@ Schema (the same on InfluxDB 1.x, 2.x and 3.x and on the SQLite store)::
     command_result  tags station, device          fields command_id, command, ok, error?,
                                                   reason?, result, replayed, seq, msg_id
     deadletter      tags reason                   fields topic, error, size, sha256
+    alert           tags station, kind            fields id, change, state, severity,
+                                                  subject, details
 
 (``?``: only when the message has it.) JSON-valued fields (``event.body``,
 ``command_result.result``, ``agent_health.links``) are compact JSON strings, so that a
@@ -22,12 +24,15 @@ redelivered message rewrites the same point. Events and command results are stam
 ``ts_ms * 1_000_000 + seq % 1_000_000`` ns: a device can send several of them within one
 millisecond, and InfluxDB keeps one point per measurement, tags and time; the sequence
 number in the sub-millisecond digits keeps them apart while a redelivery still lands on
-the same point. Dead letters carry the gateway's receive time in nanoseconds.
+the same point. Dead letters carry the gateway's receive time in nanoseconds; an alert
+change its own time in whole microseconds, plus the alert's number modulo 1000 in the
+last digits, so simultaneous changes of different alerts do not overwrite each other.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 from contracts import (
     AnyEnvelope,
@@ -42,6 +47,7 @@ from contracts import (
     TemperatureEnvelope,
     XrayEnvelope,
 )
+from contracts.alerts import AlertMessage
 from contracts.envelope import (
     AcceptanceEnvelope,
     DepositEnvelope,
@@ -60,8 +66,11 @@ AGENT_HEALTH = "agent_health"
 EVENT = "event"
 COMMAND_RESULT = "command_result"
 DEADLETTER = "deadletter"
+ALERT = "alert"
 
 _NS_PER_MS = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 EventEnvelope = (
     ScanEnvelope
@@ -252,4 +261,23 @@ def deadletter_point(record: DeadLetter) -> TelemetryPoint:
             "sha256": record.sha256,
         },
         time_ns=record.received_ns,
+    )
+
+
+def alert_point(alert: AlertMessage, change: str, at: datetime) -> TelemetryPoint:
+    """One change of an alert (``raise``, ``acknowledged``, ``resolve`` ...) at ``at``."""
+    digits = alert.id.rsplit(":", 1)[-1]  # alert:N
+    number = int(digits) if digits.isdigit() else 0
+    return TelemetryPoint(
+        measurement=ALERT,
+        tags={"station": alert.station, "kind": alert.kind},
+        fields={
+            "id": alert.id,
+            "change": change,
+            "state": alert.state,
+            "severity": alert.severity,
+            "subject": alert.subject,
+            "details": compact_json(alert.details),
+        },
+        time_ns=(at - _EPOCH) // _MICROSECOND * 1000 + number % 1000,
     )

@@ -23,7 +23,7 @@ from contracts.telemetry import TemperatureBody
 from gateway.coldchain.config import ColdChainConfig, CompartmentConfig, ProbeAssignment
 from gateway.coldchain.engine import ColdChainEngine, Notice
 from gateway.coldchain.exposure import read_daily
-from gateway.coldchain.reporting import Reporter
+from gateway.coldchain.reporting import CATCH_UP_DAYS, Reporter
 from gateway.convert import temperature_point
 from gateway.ledger import Ledger
 from gateway.metrics import Counters
@@ -227,6 +227,24 @@ def test_a_replayed_day_gives_exact_excursion_minutes_and_mkt(
     assert figures.mkt_c == pytest.approx(ratio / -math.log(mean) - 273.15, abs=1e-6)
     assert figures.mkt_c is not None
     assert 5.0 < figures.mkt_c < 6.0
+
+
+def test_a_probe_clock_years_behind_costs_at_most_the_catch_up_window(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    store = open_store(SqliteStoreConfig(kind="sqlite", path=tmp_path / "telemetry.sqlite"))
+    store.open()
+    try:
+        replay = Replay(ledger, store=store)
+        replay.reading(DAY - timedelta(days=3 * 365), 5.0)
+        reporter = Reporter(CONFIG, store, Counters())
+        assert reporter.report(ledger, replay.engine, DAY) == 20  # one pass
+        reported = replay.engine.probes[STATION, *PROBE].reported_day
+    finally:
+        store.close()
+    assert reported is not None
+    first_measured = date.fromisoformat(reported) - timedelta(days=19)
+    assert first_measured == date(2026, 11, 24) - timedelta(days=CATCH_UP_DAYS)
 
 
 @pytest.mark.parametrize("restart_at", [{"10:05"}, {"10:12", "14:30"}, {"20:16"}])

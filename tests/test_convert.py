@@ -23,11 +23,13 @@ from contracts import (
     XrayBody,
     make_envelope,
 )
+from contracts.alerts import AlertMessage
 from gateway.convert import (
     AGENT_HEALTH,
     COMMAND_RESULT,
     EVENT,
     UnsupportedKind,
+    alert_point,
     command_result_point,
     event_point,
     health_point,
@@ -279,3 +281,27 @@ def test_an_acceptance_is_stored_without_the_senders_identity() -> None:
         assert secret not in stored
     assert json.loads(str(point.fields["body"]))["waybill"] == "YT1234567"
     assert point.tags["kind"] == "acceptance"
+
+
+def test_simultaneous_alert_changes_get_their_own_points() -> None:
+    """Alert changes at one instant (a tick raising many offline alerts) do not overwrite
+    each other; the same change written twice lands on the same point."""
+    at = datetime(2026, 11, 25, 8, 0, 0, 123456, tzinfo=UTC)
+
+    def alert(number: int) -> AlertMessage:
+        return AlertMessage(
+            id=f"alert:{number}",
+            station="village-23",
+            kind="probe_offline",
+            severity="warning",
+            subject="medbox/medicine",
+            raised_at=at,
+            details={"silent_s": 900.0, "change": "raise"},
+        )
+
+    first, second = alert_point(alert(7), "raise", at), alert_point(alert(8), "raise", at)
+    assert first.time_ns != second.time_ns
+    assert first.time_ns // 1000 == second.time_ns // 1000 == 1_795_593_600_123_456
+    assert alert_point(alert(7), "raise", at) == first
+    assert first.fields["details"] == '{"change":"raise","silent_s":900.0}'
+    assert dict(first.tags) == {"station": "village-23", "kind": "probe_offline"}

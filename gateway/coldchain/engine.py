@@ -38,6 +38,7 @@ from gateway.coldchain.machine import (
     ProbeMachine,
     ProbeState,
     Transition,
+    acknowledge,
 )
 from gateway.ledger import AlertRow, LedgerTx, ProbeRow
 
@@ -107,6 +108,7 @@ class ColdChainEngine:
     def __init__(self, config: ColdChainConfig) -> None:
         self.config = config
         self._zone = config.zone()
+        self._profiles = config.all_profiles()
         self._assigned = {(p.station, p.device, p.probe): p.profile for p in config.probes}
         self._compartments: dict[DoorKey, CompartmentConfig] = {
             (c.station, c.locker, c.board, c.lock): c for c in config.compartments
@@ -132,26 +134,25 @@ class ColdChainEngine:
                     self.config.door_rules(self._compartments[key]), channel
                 )
 
-    def _profile_of(self, row: ProbeRow | None, key: ProbeKey) -> tuple[str, Limits] | None:
-        profiles = self.config.all_profiles()
-        if row is not None and row.profile is not None and row.profile in profiles:
-            if row.profile == "custom":
-                return "custom", Limits(row.low_c, row.high_c)
-            profile = profiles[row.profile]
-            return row.profile, Limits(profile.low_c, profile.high_c)
-        name = self._assigned.get(key, self.config.default_profile)
+    def _profile_of(self, row: ProbeRow) -> tuple[str, Limits] | None:
+        """The probe's profile and limits: set by command, assigned, or the default."""
+        name = row.profile
+        if name == "custom":
+            return "custom", Limits(row.low_c, row.high_c)
+        if name is None or name not in self._profiles:
+            name = self._assigned.get((row.station, row.device, row.probe))
+            name = name if name is not None else self.config.default_profile
         if name is None:
             return None
-        profile = profiles[name]
+        profile = self._profiles[name]
         return name, Limits(profile.low_c, profile.high_c)
 
     def _watch(self, row: ProbeRow) -> WatchedProbe | None:
-        key = (row.station, row.device, row.probe)
-        chosen = self._profile_of(row, key)
+        chosen = self._profile_of(row)
         if chosen is None:
             return None
         name, limits = chosen
-        rules = self.config.all_profiles()[name].rules(self.config.escalate_after_s, limits)
+        rules = self._profiles[name].rules(self.config.escalate_after_s, limits)
         return WatchedProbe(
             ProbeMachine(rules, probe_state(row.state)), name, limits, row.reported_day
         )
@@ -241,7 +242,7 @@ class ColdChainEngine:
         probe, profile = result.get("probe"), result.get("profile")
         if not isinstance(probe, str) or not isinstance(profile, str):
             return
-        if profile not in self.config.all_profiles():
+        if profile not in self._profiles:
             return
         low, high = result.get("low_c"), result.get("high_c")
         low_c = float(low) if isinstance(low, int | float) else None
@@ -290,16 +291,14 @@ class ColdChainEngine:
         for row in tx.alerts(states=("acknowledged", "resolved"), ids=ids):
             item = opened[f"alert:{row.id}"]
             channel = item.channel
-            if row.state == "acknowledged" and not channel.acknowledged:
-                channel.acknowledged = True
-            elif row.state == "resolved":
+            if row.state == "resolved":
                 channel.alert = None
                 if isinstance(item.owner, ProbeMachine):
                     item.owner.resolve(item.name, _seconds(now))
                 else:  # a door still open alarms again after its time
                     item.owner.state = Channel(condition="pending", since=_seconds(now))
-            else:
-                continue
+            elif not acknowledge(channel):
+                continue  # seen on an earlier tick
             notices.append(
                 Notice(_message(row, {"change": row.state}), row.state, item.source, now)
             )

@@ -381,16 +381,13 @@ class ProbeMachine:
         channel = self.channel(name)
         if not channel.alarmed():
             return None
-        side = channel.side
-        kind = temperature_kind(side) if name == "temperature" else dict(self._kinds())[name]
+        kind = next(k for n, k, _ in self._channels() if n == name)
         transition = _resolve(channel, name, kind, at, by="person")
         value = self.state.last_value
-        if name == "temperature" and value is not None and _side(self.rules, value) is not None:
-            channel.condition, channel.since, channel.side = "pending", at, _side(self.rules, value)
+        side = _side(self.rules, value) if value is not None else None
+        if name == "temperature" and side is not None:
+            channel.condition, channel.since, channel.side = "pending", at, side
         return transition
-
-    def _kinds(self) -> list[tuple[ChannelName, str]]:
-        return [(name, kind) for name, kind, _ in self._channels()]
 
 
 def _limit(limits: Limits, side: Side | None) -> float | str:

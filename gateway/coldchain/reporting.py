@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 _ITEMS_PER_PASS = 20
 """Days or stays measured per pass: a long-silent gateway catches up over several ticks."""
+CATCH_UP_DAYS = 62
+"""How far back unmeasured days are still measured (two monthly ledgers)."""
 
 
 def _ns(moment: datetime) -> int:
@@ -81,7 +83,9 @@ class Reporter:
     ) -> None:
         if watched.reported_day is None:
             return
-        day = date.fromisoformat(watched.reported_day)
+        # a probe whose clock was years behind must not send us measuring every day since
+        earliest = settled.astimezone(self._zone).date() - timedelta(days=CATCH_UP_DAYS + 1)
+        day = max(date.fromisoformat(watched.reported_day), earliest)
         rules = watched.machine.rules
         while len(done.days) < _ITEMS_PER_PASS:
             day += timedelta(days=1)

@@ -19,7 +19,6 @@ and with several gateway hosts, one host's ``[coldchain]``).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -33,43 +32,21 @@ from gateway.coldchain.config import ColdChainConfig
 from gateway.coldchain.engine import ColdChainEngine, Notice
 from gateway.coldchain.reporting import Reporter
 from gateway.consumer import Inbound, MqttConsumer
+from gateway.convert import alert_point
 from gateway.ledger import Ledger, LedgerTx, LedgerUnavailable
 from gateway.metrics import Counters
 from gateway.registry import Registry
 from gateway.sessionloop import SessionLoop
-from gateway.telemetry.model import StoreError, TelemetryPoint, TelemetryStore
+from gateway.telemetry.model import StoreError, StoreRejected, TelemetryPoint, TelemetryStore
 
 log = logging.getLogger(__name__)
 
 _BATCH = 500
 _PENDING_POINTS_MAX = 100_000
-ALERT = "alert"
-"""The telemetry measurement of alert changes (tags station, kind)."""
 
 Notify = Callable[[AlertMessage], None]
 _T = TypeVar("_T")
 _FLUSH_RETRY_S = 5.0
-
-
-def alert_point(notice: Notice) -> TelemetryPoint:
-    """An alert change as a telemetry point; its time is the change's, plus the alert's
-    number in the sub-microsecond digits so simultaneous changes do not overwrite."""
-    alert = notice.alert
-    number = int(alert.id.removeprefix("alert:"))
-    changed = int(notice.at.timestamp() * 1_000_000) * 1000
-    return TelemetryPoint(
-        measurement=ALERT,
-        tags={"station": alert.station, "kind": alert.kind},
-        fields={
-            "id": alert.id,
-            "change": notice.change,
-            "state": alert.state,
-            "severity": alert.severity,
-            "subject": alert.subject,
-            "details": json.dumps(alert.details, sort_keys=True, separators=(",", ":")),
-        },
-        time_ns=changed - changed % 1000 + number % 1000,
-    )
 
 
 class ColdChainWorker(SessionLoop):
@@ -188,7 +165,7 @@ class ColdChainWorker(SessionLoop):
                 "%s: %s %s %s (%s)", self._name, notice.change, alert.id, alert.kind, alert.subject
             )
             self._notify(self._notify_alert, alert)
-            self._pending.append(alert_point(notice))
+            self._pending.append(alert_point(alert, notice.change, notice.at))
         if len(self._pending) > _PENDING_POINTS_MAX:
             dropped = len(self._pending) - _PENDING_POINTS_MAX
             del self._pending[:dropped]
@@ -201,6 +178,14 @@ class ColdChainWorker(SessionLoop):
             return
         try:
             self._store.write(self._pending)
+        except StoreRejected as exc:  # will never be taken: do not let it block the rest
+            self._counters.incr("coldchain.store_rejected", len(self._pending))
+            log.error(
+                "%s: telemetry store refused %d alert events: %s",
+                self._name,
+                len(self._pending),
+                exc,
+            )
         except StoreError as exc:
             self._flush_after = time.monotonic() + _FLUSH_RETRY_S
             self._counters.incr("coldchain.store_retries")
