@@ -1,67 +1,103 @@
-"""The API's composition root: a FastAPI app over the telemetry store."""
+"""The API's composition root: a FastAPI app over the ledger and the telemetry store,
+with the dashboard's files.
+
+Routes (all under ``/api/v1`` need a token; see :mod:`cloud_api.auth` for roles):
+
+- :mod:`.routes_access` — login, logout, me, users and tokens, the audit trail
+- :mod:`.routes_stations` — stations and devices, probe temperature series
+- :mod:`.routes_alerts` — alerts: filter, acknowledge, resolve
+- :mod:`.routes_parcels` — parcel search and trace, the audited real-name reveal
+- :mod:`.routes_commands` — commands to devices, audited
+- :mod:`.routes_reports` — compliance reports (JSON, CSV, XLSX)
+- :mod:`.routes_live` — alerts and station status as Server-Sent Events
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from cloud_api import problems
+from cloud_api.auth import Accounts
+from cloud_api.commands import CommandSender
 from cloud_api.config import ApiConfig
-from contracts import ID_PATTERN, format_utc_ms
+from cloud_api.context import Services
 from contracts.mqtt import software_version
-from gateway.convert import DEVICE_STATUS, TEMPERATURE
+from gateway.ledger import Ledger, LedgerError, LedgerUnavailable
+from gateway.personal import Keyring, PersonalDataError
 from gateway.telemetry import StoreError, StoreUnavailable, TelemetryStore, open_store
 
-DEFAULT_RANGE = timedelta(hours=24)
-MAX_POINTS = 100_000
-
-IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
+STATIC = Path(__file__).resolve().parent / "static"
 
 
-class DeviceOut(BaseModel):
-    id: str
-    online: bool
-    probes: list[str]
+def load_keyring(config: ApiConfig) -> Keyring | None:
+    """The personal-data keys for the reveal, if the API has any (else reveal is 503)."""
+    try:
+        if config.ledger.keys_file is not None:
+            return Keyring.from_file(config.ledger.keys_file)
+        return Keyring.from_env()
+    except PersonalDataError:
+        if config.ledger.keys_file is not None:
+            raise
+        return None
 
 
-class StationOut(BaseModel):
-    id: str
-    devices: list[DeviceOut]
-
-
-class TemperaturePointOut(BaseModel):
-    ts: str
-    celsius: float
-
-
-class TemperatureSeriesOut(BaseModel):
-    points: list[TemperaturePointOut]
-
-
-def create_app(config: ApiConfig, store: TelemetryStore | None = None) -> FastAPI:
-    """The API app; the store is opened on start-up and closed on shutdown."""
+def create_app(
+    config: ApiConfig,
+    store: TelemetryStore | None = None,
+    *,
+    ledger: Ledger | None = None,
+    keyring: Keyring | None = None,
+    poll_s: float = 1.0,
+) -> FastAPI:
+    """The API app; the ledger and store are opened on start-up and closed on shutdown,
+    the command connection (if ``[broker]`` is set) started and stopped with them."""
     store = store if store is not None else open_store(config.store)
+    ledger = ledger if ledger is not None else Ledger(config.ledger.url)
+    keyring = keyring if keyring is not None else load_keyring(config)
+    session_ttl = timedelta(hours=config.api.session_hours)
+    services = Services(
+        ledger=ledger,
+        store=store,
+        accounts=Accounts(ledger, session_ttl=session_ttl),
+        tz=ZoneInfo(config.api.timezone),
+        keyring=keyring,
+        commands=CommandSender(config.broker) if config.broker is not None else None,
+        session_ttl_s=session_ttl.total_seconds(),
+        coldchain=config.coldchain,
+        poll_s=poll_s,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ledger.open()
         store.open()
+        if services.commands is not None:
+            services.commands.start()
         try:
             yield
         finally:
+            if services.commands is not None:
+                services.commands.stop()
             store.close()
+            ledger.close()
 
     app = FastAPI(
         title="postedge supervisor API",
         version=software_version(),
-        description="Stations, devices and cold-chain temperature series of postedge.",
+        description="Stations, devices, alerts, parcel traces, cold-chain temperature "
+        "series, commands and compliance reports of postedge. Every /api/v1 route but "
+        "/login needs a token (Authorization: Bearer, or the dashboard's session cookie).",
         lifespan=lifespan,
     )
+    app.state.services = services
     problems.install(app)
 
     @app.exception_handler(StoreError)
@@ -69,87 +105,42 @@ def create_app(config: ApiConfig, store: TelemetryStore | None = None) -> FastAP
         status = 503 if isinstance(exc, StoreUnavailable) else 500
         return problems.problem(status, "Telemetry store unavailable", str(exc))
 
+    @app.exception_handler(LedgerError)
+    async def ledger_problem(request: Request, exc: LedgerError) -> JSONResponse:
+        status = 503 if isinstance(exc, LedgerUnavailable) else 500
+        return problems.problem(status, "Ledger unavailable", str(exc))
+
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         """Liveness: the process serves requests."""
         return {"status": "ok"}
 
-    @app.get("/api/v1/stations", response_model=list[StationOut], tags=["stations"])
-    def stations() -> list[StationOut]:
-        """Every station with its devices, their online state and their probes."""
-        return list_stations(store)
-
-    @app.get(
-        "/api/v1/probes/{station}/{device}/{probe}/temperature",
-        response_model=TemperatureSeriesOut,
-        tags=["cold chain"],
-        responses={404: {"description": "No such probe"}},
+    from cloud_api import (
+        routes_access,
+        routes_alerts,
+        routes_commands,
+        routes_live,
+        routes_parcels,
+        # routes_reports,
+        routes_stations,
     )
-    def temperature(
-        station: IdPath,
-        device: IdPath,
-        probe: IdPath,
-        start: Annotated[
-            datetime | None, Query(description="ISO 8601 with time zone; default: end − 24 h")
-        ] = None,
-        end: Annotated[
-            datetime | None, Query(description="ISO 8601 with time zone; default: now")
-        ] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = MAX_POINTS,
-    ) -> TemperatureSeriesOut:
-        """The probe's readings in ``[start, end)``, oldest first, with device timestamps."""
-        tags = {"station": station, "device": device, "probe": probe}
-        end_at = _aware(end, "end") if end else datetime.now(UTC)
-        start_at = _aware(start, "start") if start else end_at - DEFAULT_RANGE
-        if start_at >= end_at:
-            raise HTTPException(422, "start must be before end")
-        values = store.query_series(
-            TEMPERATURE, "celsius", tags, _ns(start_at), _ns(end_at), limit=limit
-        )
-        if not values and tags not in store.series(TEMPERATURE):
-            raise HTTPException(404, f"no probe {station}/{device}/{probe}")
-        return TemperatureSeriesOut(
-            points=[
-                TemperaturePointOut(ts=format_utc_ms(_from_ns(v.time_ns)), celsius=float(v.value))
-                for v in values
-            ]
-        )
+
+    for module in (
+        routes_access,
+        routes_stations,
+        routes_alerts,
+        routes_parcels,
+        routes_commands,
+        # routes_reports,
+        routes_live,
+    ):
+        app.include_router(module.router)
+
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
-
-
-def list_stations(store: TelemetryStore) -> list[StationOut]:
-    probes: dict[tuple[str, str], list[str]] = {}
-    for tags in store.series(TEMPERATURE):
-        probes.setdefault((tags["station"], tags["device"]), []).append(tags["probe"])
-    online = {
-        (last.tags["station"], last.tags["device"]): last.value == "online"
-        for last in store.last(DEVICE_STATUS, "state", ["station", "device"])
-    }
-    devices: dict[str, list[DeviceOut]] = {}
-    for station, device in sorted(probes.keys() | online.keys()):
-        devices.setdefault(station, []).append(
-            DeviceOut(
-                id=device,
-                online=online.get((station, device), False),
-                probes=sorted(probes.get((station, device), [])),
-            )
-        )
-    return [StationOut(id=station, devices=items) for station, items in devices.items()]
-
-
-def _aware(value: datetime, name: str) -> datetime:
-    if value.tzinfo is None:
-        raise HTTPException(422, f"{name} must carry a time zone, e.g. 2026-11-25T08:00:00+08:00")
-    return value
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ns(value: datetime) -> int:
-    return (value - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
-def _from_ns(ns: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ns // 1000)

@@ -293,14 +293,19 @@ def _add_api(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "api",
         help="the supervisor API (FastAPI over uvicorn)",
         description=(
-            "Serve the supervisor API: /healthz, /docs and /openapi.json, /api/v1/stations, "
-            "/api/v1/probes/{station}/{device}/{probe}/temperature. Reads the telemetry store "
-            "named in API.toml (default: SQLite file telemetry.sqlite in the current directory)."
+            "Serve the supervisor API and dashboard: / (the dashboard), /docs and "
+            "/openapi.json, /api/v1/... (login, stations, alerts, parcels, probes, commands, "
+            "reports, events). Reads the ledger and telemetry store named in API.toml "
+            "(default: ledger.sqlite and telemetry.sqlite in the current directory). "
+            "'postedge api users' and 'postedge api tokens' manage who may log in."
         ),
     )
     api.add_argument("--config", type=Path, metavar="API.toml", help="API configuration file")
     api.add_argument("--host", help="listen address (overrides the config; default 127.0.0.1)")
     api.add_argument("--port", type=int, help="listen port (overrides the config; default 8000)")
+    from postedge.apiusers import add_accounts
+
+    add_accounts(api.add_subparsers(dest="api_command", metavar="ACTION"))
     api.set_defaults(func=_api_run)
 
 

@@ -170,6 +170,31 @@ class ColdChainConfig(BaseModel):
             )
         return self
 
+    def profile_for(
+        self,
+        station: str,
+        device: str,
+        probe: str,
+        *,
+        set_by_command: str | None,
+        low_c: float | None = None,
+        high_c: float | None = None,
+    ) -> tuple[str, ProfileConfig] | None:
+        """A probe's profile, by precedence: the one its device confirmed by command
+        (``custom`` with the command's limits), the configured assignment, the default;
+        None when the probe is not watched."""
+        profiles = self.all_profiles()
+        if set_by_command == "custom":
+            custom = profiles["custom"].model_copy(update={"low_c": low_c, "high_c": high_c})
+            return "custom", custom
+        name = set_by_command if set_by_command in profiles else None
+        if name is None:
+            assigned = {(p.station, p.device, p.probe): p.profile for p in self.probes}
+            name = assigned.get((station, device, probe), self.default_profile)
+        if name is None:
+            return None
+        return name, profiles[name]
+
     def all_profiles(self) -> dict[str, ProfileConfig]:
         """Built-in profiles with the configured overrides merged in (a section that sets
         only ``delay_s`` keeps the built-in limits), and the configured new ones."""

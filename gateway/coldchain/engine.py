@@ -109,7 +109,6 @@ class ColdChainEngine:
         self.config = config
         self._zone = config.zone()
         self._profiles = config.all_profiles()
-        self._assigned = {(p.station, p.device, p.probe): p.profile for p in config.probes}
         self._compartments: dict[DoorKey, CompartmentConfig] = {
             (c.station, c.locker, c.board, c.lock): c for c in config.compartments
         }
@@ -135,16 +134,14 @@ class ColdChainEngine:
                 )
 
     def _profile_of(self, row: ProbeRow) -> tuple[str, Limits] | None:
-        """The probe's profile and limits: set by command, assigned, or the default."""
-        name = row.profile
-        if name == "custom":
-            return "custom", Limits(row.low_c, row.high_c)
-        if name is None or name not in self._profiles:
-            name = self._assigned.get((row.station, row.device, row.probe))
-            name = name if name is not None else self.config.default_profile
-        if name is None:
+        """The probe's profile and limits (see :meth:`ColdChainConfig.profile_for`)."""
+        chosen = self.config.profile_for(
+            row.station, row.device, row.probe, set_by_command=row.profile,
+            low_c=row.low_c, high_c=row.high_c,
+        )  # fmt: skip
+        if chosen is None:
             return None
-        profile = self._profiles[name]
+        name, profile = chosen
         return name, Limits(profile.low_c, profile.high_c)
 
     def _watch(self, row: ProbeRow) -> WatchedProbe | None:

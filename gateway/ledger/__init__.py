@@ -5,12 +5,14 @@
 - :mod:`.migrations` — versioned migrations, one transaction each, under a lock.
 - :mod:`.repository` (with :mod:`.decisions` and :mod:`.lockers`) — :class:`LedgerTx`,
   what the decision engine reads and writes inside one transaction.
+- :mod:`.access` — the supervisor API's users, hashed tokens and audit trail.
 - :mod:`.coldchain` — alert lifecycles, probe and door states, parcels in cold
   compartments.
 - :mod:`.sync` — the device registry copied into the ledger.
 - :mod:`.errors` — :class:`LedgerError` and the translation of database errors.
 """
 
+from gateway.ledger.access import AuditRow, TokenRow, UserRow
 from gateway.ledger.coldchain import AlertRow, ProbeRow, StayRow
 from gateway.ledger.decisions import DecisionRow, InductionRow, Processed, SortFacts
 from gateway.ledger.engine import Ledger
@@ -22,6 +24,7 @@ from gateway.ledger.repository import Coverage, Hold, LedgerTx, Parcel, Realname
 __all__ = [
     "MIGRATIONS",
     "AlertRow",
+    "AuditRow",
     "Coverage",
     "DecisionRow",
     "Hold",
@@ -40,4 +43,6 @@ __all__ = [
     "SortFacts",
     "StayRow",
     "StoredCode",
+    "TokenRow",
+    "UserRow",
 ]

@@ -26,9 +26,11 @@ from gateway.ledger.schema import (
     INDUCTIONS_BY_TRANSACTION,
     NAMING,
     V3_TABLES,
+    V4_TABLES,
     UtcDateTime,
     add_v2,
     add_v3,
+    add_v4,
     define_v1,
     v3_alert_columns,
 )
@@ -68,12 +70,19 @@ def _cold_chain(connection: Connection) -> None:
     metadata.create_all(connection, tables=[metadata.tables[name] for name in V3_TABLES])
 
 
+def _api_access(connection: Connection) -> None:
+    """The supervisor API's users, tokens and audit trail, as :func:`add_v4` defines them."""
+    metadata = add_v4(add_v3(add_v2(define_v1(MetaData(naming_convention=NAMING)))))
+    metadata.create_all(connection, tables=[metadata.tables[name] for name in V4_TABLES])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stations, devices, routes, parcels, real-name, X-ray, decisions, codes", _create_v1),
     Migration("inductions indexed by sorter and transaction (divert confirmations)",
               _index_inductions_by_transaction),
     Migration("cold chain: alert lifecycle columns, probe and door states, cold stays",
               _cold_chain),
+    Migration("supervisor API: users, hashed tokens, audit trail", _api_access),
 )  # fmt: skip
 """Every version in order. Append only: a released migration is never edited."""
 

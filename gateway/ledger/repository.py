@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from gateway.ledger import schema as t
+from gateway.ledger.access import AccessRows
 from gateway.ledger.coldchain import ColdChainRows
 from gateway.ledger.decisions import DecisionRows
 from gateway.ledger.lockers import LockerRows
@@ -80,7 +81,7 @@ class RealnameRow:
     masked_phone: str | None
 
 
-class LedgerTx(DecisionRows, LockerRows, ColdChainRows):
+class LedgerTx(DecisionRows, LockerRows, ColdChainRows, AccessRows):
     """The ledger inside one transaction; ``connection`` is there for queries not yet
     wrapped here (other issues' reports)."""
 

@@ -406,7 +406,61 @@ def v3_alert_columns() -> list[Column[Any]]:
 
 V3_TABLES = ("coldchain_probes", "coldchain_doors", "coldchain_stays")
 
-METADATA = add_v3(add_v2(define_v1(MetaData(naming_convention=NAMING))))
+
+def add_v4(metadata: MetaData) -> MetaData:
+    """Version 4 on top of :func:`add_v3`: the supervisor API's users and audit trail::
+
+    api_users   name PK, password_hash (scrypt, salted), role (supervisor|operator|
+                auditor|admin), scopes JSON (["*"], "station:ID", "division:PREFIX"),
+                active, created_at
+    api_tokens  id PK, token_hash (SHA-256 of a random token, unique), user ->
+                api_users, kind (session|api), label, created_at, expires_at,
+                revoked_at, last_used_at            the token itself is never stored
+    api_audit   id PK, at, user, action, station, target, details JSON
+                commands sent, real-name records revealed, alerts acted on, users
+                and tokens changed; no personal data in clear
+    """
+    Table(
+        "api_users",
+        metadata,
+        Column("name", String(IDENT), primary_key=True),
+        Column("password_hash", String(200), nullable=False),
+        Column("role", String(16), nullable=False),
+        Column("scopes", Json, nullable=False),
+        Column("active", Boolean, nullable=False),
+        _ts("created_at"),
+    )
+    Table(
+        "api_tokens",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("token_hash", String(64), nullable=False, unique=True),
+        Column("user", String(IDENT), ForeignKey("api_users.name"), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("label", String(200), nullable=False),
+        _ts("created_at"),
+        _ts("expires_at", nullable=True),
+        _ts("revoked_at", nullable=True),
+        _ts("last_used_at", nullable=True),
+    )
+    Table(
+        "api_audit",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        _ts("at"),
+        Column("user", String(IDENT), nullable=False),
+        Column("action", String(32), nullable=False),
+        Column("station", String(IDENT)),
+        Column("target", String(200), nullable=False),
+        Column("details", Json, nullable=False),
+        Index(None, "at"),
+    )
+    return metadata
+
+
+V4_TABLES = ("api_users", "api_tokens", "api_audit")
+
+METADATA = add_v4(add_v3(add_v2(define_v1(MetaData(naming_convention=NAMING)))))
 """The tables as of the latest version: what the repository's queries use."""
 
 _T = METADATA.tables
@@ -428,3 +482,6 @@ locations = _T["locations"]
 coldchain_probes = _T["coldchain_probes"]
 coldchain_doors = _T["coldchain_doors"]
 coldchain_stays = _T["coldchain_stays"]
+api_users = _T["api_users"]
+api_tokens = _T["api_tokens"]
+api_audit = _T["api_audit"]
