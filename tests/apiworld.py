@@ -4,10 +4,16 @@ PostgreSQL) ledger and a real SQLite telemetry store."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
 
 from cloud_api.auth import Accounts
 from contracts import StatusBody, TemperatureBody, make_envelope
@@ -18,6 +24,8 @@ from gateway.personal import Keyring
 from gateway.registry import DeviceEntry, Registry, Routing, StationEntry
 from gateway.telemetry import TelemetryStore, open_store
 from gateway.telemetry.config import SqliteStoreConfig
+from postedge.localservers import free_port
+from tests.helpers import wait_until
 
 T0 = datetime(2025, 1, 10, 0, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery"
@@ -155,3 +163,21 @@ def _parcel(world: World) -> None:
             scanned_at=T0 + timedelta(minutes=5), station="county-01",
             device="county-01-xray", request="county-01-xray:1:1",
         )  # fmt: skip
+
+
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Run ``app`` on a real uvicorn server on a free loopback port; yield its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: server.started, timeout=20, what="the API server to start")
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
