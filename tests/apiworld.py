@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -93,7 +94,7 @@ class World:
             )
 
 
-def readings() -> list[object]:
+def readings() -> list[Any]:
     envelopes = [
         make_envelope(
             station="village-23", device="village-23-medbox", boot=1, seq=seq,
@@ -124,7 +125,7 @@ def build_world(ledger_url: str, tmp_path: Path) -> World:
     ledger.sync_registry(registry())
     store = open_store(SqliteStoreConfig(kind="sqlite", path=tmp_path / "telemetry.sqlite"))
     store.open()
-    store.write([point for envelope in readings() for point in to_points(envelope)])  # type: ignore[arg-type]
+    store.write([point for envelope in readings() for point in to_points(envelope)])
     keyring = Keyring.generate()
     world = World(ledger, store, keyring)
     accounts = Accounts(ledger, session_ttl=timedelta(hours=1))
