@@ -57,8 +57,10 @@ def create_app(
     keyring: Keyring | None = None,
     poll_s: float = 1.0,
 ) -> FastAPI:
-    """The API app; the ledger and store are opened on start-up and closed on shutdown,
-    the command connection (if ``[broker]`` is set) started and stopped with them."""
+    """The API app. The ledger and store it makes from ``config`` are opened on start-up
+    and closed on shutdown; a ledger or store passed in is the caller's to open and close.
+    The command connection (if ``[broker]`` is set) starts and stops with the app."""
+    owned_store, owned_ledger = store is None, ledger is None
     store = store if store is not None else open_store(config.store)
     ledger = ledger if ledger is not None else Ledger(config.ledger.url)
     keyring = keyring if keyring is not None else load_keyring(config)
@@ -77,8 +79,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ledger.open()
-        store.open()
+        if owned_ledger:
+            ledger.open()
+        if owned_store:
+            store.open()
         if services.commands is not None:
             services.commands.start()
         try:
@@ -86,8 +90,10 @@ def create_app(
         finally:
             if services.commands is not None:
                 services.commands.stop()
-            store.close()
-            ledger.close()
+            if owned_store:
+                store.close()
+            if owned_ledger:
+                ledger.close()
 
     app = FastAPI(
         title="postedge supervisor API",

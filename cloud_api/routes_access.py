@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
 from cloud_api.auth import SESSION_COOKIE, AuthError, Principal
 from cloud_api.context import ServicesDep, audit, principal, require
@@ -23,6 +23,8 @@ from cloud_api.schemas import (
 from gateway.ledger import TokenRow, UserRow
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
+
+TokenId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 Admin = Annotated[Principal, Depends(require("users"))]
 Auditing = Annotated[Principal, Depends(require("audit"))]
@@ -166,7 +168,7 @@ def create_token(name: str, body: TokenIn, user: Admin, services: ServicesDep) -
     status_code=204,
     responses={403: {"description": "Not admin"}, 404: {"description": "No live token"}},
 )
-def revoke_token(token_id: int, user: Admin, services: ServicesDep) -> Response:
+def revoke_token(token_id: TokenId, user: Admin, services: ServicesDep) -> Response:
     if not services.accounts.revoke(token_id, services.now()):
         raise HTTPException(404, f"no live token {token_id}")
     audit(services, user, "token_revoked", str(token_id))

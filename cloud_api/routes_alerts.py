@@ -25,7 +25,7 @@ from gateway.ledger import schema as t
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
 State = Literal["open", "acknowledged", "resolved"]
-AlertId = Annotated[str, Path(pattern=r"^(alert:)?[0-9]{1,18}$", description="N or alert:N")]
+AlertId = Annotated[str, Path(pattern=r"^(alert:)?[0-9]{1,9}$", description="N or alert:N")]
 Actor = Annotated[Principal, Depends(require("alerts"))]
 
 
