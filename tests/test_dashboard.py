@@ -121,6 +121,7 @@ def base(app: FastAPI) -> Iterator[str]:
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium at /usr/bin/chromium")
+    expect.set_options(timeout=15_000)  # two shared cores: waits are for state, not speed
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
@@ -182,10 +183,14 @@ def screenshot(page: Page, name: str) -> None:
 
 def log_in(page: Page, base: str, user: str = "sup", password: str = PASSWORD) -> None:
     page.goto(base + "/")
+    submit_login(page, user, password)
+    expect(page.locator(".station-row").first).to_be_visible()
+
+
+def submit_login(page: Page, user: str, password: str) -> None:
     page.locator("#login-username").fill(user)
     page.locator("#login-password").fill(password)
     page.locator("#login-form button[type=submit]").click()
-    expect(page.locator(".station-row").first).to_be_visible()
 
 
 def wait_until_live(page: Page) -> None:
@@ -203,15 +208,12 @@ def test_a_wrong_password_is_refused_and_the_right_one_shows_the_stations(
     page = pages.open()
     page.goto(base + "/")
     expect(page.locator("#login-form")).to_be_visible()
-    page.locator("#login-username").fill("sup")
-    page.locator("#login-password").fill("not the password")
-    page.locator("#login-form button[type=submit]").click()
+    submit_login(page, "sup", "not the password")
     expect(page.locator("#login-error")).to_have_text("Wrong user name or password.")
     expect(page.locator("#app-view")).to_be_hidden()
     screenshot(page, "login-refused")
 
-    page.locator("#login-password").fill(PASSWORD)
-    page.locator("#login-form button[type=submit]").click()
+    submit_login(page, "sup", PASSWORD)
     rows = page.locator(".station-row")
     # The supervisor's scope is division 411523: three of the four stations.
     expect(rows).to_have_count(3)
@@ -251,8 +253,12 @@ def test_an_alert_arrives_live_and_acknowledging_it_is_written_to_the_ledger(
     expect(row).to_be_visible()
     expect(row).to_have_attribute("data-state", "open")
     expect(row).to_contain_text("Temperature too high")
-    expect(page.locator(".toast")).to_contain_text("New alert: Temperature too high at 村服务点")
+    expect(
+        page.locator(".toast", has_text="New alert: Temperature too high at 村服务点")
+    ).to_be_visible()
     expect(page.locator("#alert-count")).to_have_text("2")  # the station event
+    village = page.locator('.station-row[data-station="village-23"] .cell-alerts')
+    expect(village).to_have_text("2")  # updated in place, though not on screen
     screenshot(page, "alert-live")
 
     row.locator(".act-acknowledge").click()
@@ -313,6 +319,12 @@ def test_a_probe_chart_draws_the_readings_and_the_profile_limits(pages: Pages, b
     page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2)
     expect(chart.locator(".cursor-text")).to_contain_text("°C")
     screenshot(page, "chart")
+
+    # A week is asked for downsampled (or, if the store cannot, raw and thinned here).
+    page.locator("#chart-range").select_option("168")
+    expect(page).to_have_url(re.compile(r".*hours=168.*"))
+    expect(page.locator(".chart-box path.series-line")).to_have_attribute("d", re.compile("^M"))
+    expect(page.locator(".chart-box line.limit-high")).to_have_attribute("data-value", "8")
 
 
 def test_parcel_search_finds_a_waybill_and_its_trace_shows_masked_identity(
@@ -515,3 +527,16 @@ def test_a_phone_gets_the_stacked_layout(pages: Pages, base: str) -> None:
     expect(page.locator(".alert-row")).to_have_count(1)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     screenshot(page, "alerts-phone")
+
+
+def test_an_ended_session_brings_back_the_login_form(pages: Pages, base: str) -> None:
+    page = pages.open()
+    log_in(page, base)
+    page.context.clear_cookies()  # as if the session had expired
+    page.locator('#nav a[data-view="alerts"]').click()
+    expect(page.locator("#login-error")).to_have_text(
+        "Your session has ended; please sign in again."
+    )
+    expect(page.locator("#app-view")).to_be_hidden()
+    submit_login(page, "sup", PASSWORD)
+    expect(page.locator(".alert-row")).to_have_count(1)  # back where the user was

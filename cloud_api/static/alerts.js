@@ -56,6 +56,11 @@ export class AlertsView {
     this.load();
   }
 
+  /** Fetch the list again, if it has been shown. */
+  refresh() {
+    if (this.loaded) this.load();
+  }
+
   states() {
     return FILTERS[this.select.value] || FILTERS.active;
   }

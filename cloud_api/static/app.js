@@ -33,7 +33,9 @@ const ctx = {
       if (value !== undefined && value !== null && value !== "") query.set(key, value);
     }
     const text = query.toString();
-    window.location.hash = `#/${view}${text ? `?${text}` : ""}`;
+    const hash = `#/${view}${text ? `?${text}` : ""}`;
+    if (window.location.hash === hash) route();
+    else window.location.hash = hash;
   },
   toast(text, kind = "info") {
     const item = h("div", { class: `toast toast-${kind}` }, text);
@@ -57,25 +59,31 @@ const views = {
   parcels: new ParcelsView(ctx),
   reports: new ReportsView(ctx),
 };
-let current = null;
 
 // -- live events ----------------------------------------------------------------------
 
-/** The Server-Sent Events stream; EventSource reconnects by itself after a network
- * error, and is reopened here after an error answer (e.g. a restart), unless logged out. */
+/** The Server-Sent Events stream. The API sends only changes after its ``hello`` (no
+ * replay), so after a lost connection the lists are fetched again. EventSource reconnects
+ * by itself after a network error; after an error answer (e.g. a restart) it is reopened
+ * here, unless the session has ended. */
 const live = {
   source: null,
   retry: null,
+  lost: false,
   start() {
     this.stop();
     const source = new EventSource("/api/v1/events", { withCredentials: true });
     this.source = source;
     setLive("connecting");
-    source.addEventListener("hello", () => setLive("on"));
-    source.addEventListener("open", () => setLive("on"));
+    source.addEventListener("hello", () => {
+      setLive("on");
+      if (this.lost) refresh();
+      this.lost = false;
+    });
     source.addEventListener("alert", (event) => onAlert(JSON.parse(event.data)));
     source.addEventListener("station", (event) => onStation(JSON.parse(event.data)));
     source.addEventListener("error", () => {
+      this.lost = true;
       if (source.readyState !== EventSource.CLOSED) {
         setLive("reconnecting");
         return;
@@ -122,6 +130,19 @@ function onAlert(alert) {
       alert.severity === "critical" ? "error" : "warning",
     );
   }
+}
+
+/** Fetch what may have changed while the stream was down. */
+async function refresh() {
+  try {
+    ctx.stations = await allPages("/stations");
+  } catch (problem) {
+    if (problem.status !== 401) ctx.toast(problemText(problem), "error");
+    return;
+  }
+  ctx.updateAlertCount();
+  views.stations.render();
+  views.alerts.refresh();
 }
 
 function onStation(update) {
@@ -215,8 +236,7 @@ function route() {
     if (link.dataset.view === name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  current = views[name];
-  current.show(params);
+  views[name].show(params);
 }
 
 // -- language -------------------------------------------------------------------------
@@ -244,11 +264,10 @@ async function start() {
   for (const view of Object.values(views)) view.init();
   try {
     ctx.me = await api("/me");
+    await enter();
   } catch (problem) {
     showLogin(problem.status === 401 ? "" : problemText(problem));
-    return;
   }
-  await enter();
 }
 
 start();

@@ -251,12 +251,16 @@ function detailLine(details) {
     "dl",
     { class: "details" },
     entries.map(([key, value]) =>
-      h(
-        "div",
-        {},
-        h("dt", {}, label("detail", key)),
-        h("dd", {}, typeof value === "object" ? JSON.stringify(value) : String(value)),
-      ),
+      h("div", {}, h("dt", {}, label("detail", key)), h("dd", {}, detailValue(key, value))),
     ),
   );
+}
+
+/** Values named by a dictionary group (verdicts, reasons, yes/no) in the reader's language. */
+const VALUE_GROUPS = { verdict: "xray", reason: "reason" };
+
+function detailValue(key, value) {
+  if (typeof value === "boolean") return t(value ? "common.yes" : "common.no");
+  if (typeof value === "object") return JSON.stringify(value);
+  return VALUE_GROUPS[key] ? label(VALUE_GROUPS[key], value) : String(value);
 }
