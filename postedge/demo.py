@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe
@@ -33,6 +34,8 @@ from gateway.personal import Keyring
 from postedge.localservers import Mosquitto, ServerError, free_port
 
 READY_TIMEOUT_S = 30.0
+DEMO_USERS = ("supervisor", "operator", "auditor", "admin")
+"""Dashboard users, each with the role of its name and every station in scope."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ def run_demo(
     passwords = {station.device: secrets.token_hex(8) for station in STATIONS}
     passwords["gateway"] = secrets.token_hex(8)
     passwords["observer"] = secrets.token_hex(8)
+    passwords["dashboard"] = secrets.token_hex(6)
     try:
         broker = Mosquitto(
             workdir / "mosquitto",
@@ -182,6 +186,7 @@ class _Demo:
         self.interval = interval
         self.logs = workdir / "logs"
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.api_token = ""
 
     async def run(self, duration: float | None) -> int:
         started = time.monotonic()
@@ -251,7 +256,15 @@ class _Demo:
             '[ledger]\nurl = "sqlite:///ledger.sqlite"\nkeys_file = "personal.keys"\n\n'
             f"[metrics]\nport = {self.metrics_port}\n\n" + store + "\n" + coldchain_toml(STATIONS)
         )
-        (self.workdir / "api.toml").write_text(f"[api]\nport = {self.api_port}\n\n" + store)
+        (self.workdir / "api.toml").write_text(
+            f"[api]\nport = {self.api_port}\n\n"
+            '[ledger]\nurl = "sqlite:///ledger.sqlite"\nkeys_file = "personal.keys"\n\n'
+            "[broker]\n"
+            f'host = "{self.broker.host}"\nport = {self.broker.port}\n'
+            f'username = "gateway"\npassword = "{self.passwords["gateway"]}"\n'
+            'client_id = "api"\n\n' + store + "\n" + coldchain_toml(STATIONS)
+        )
+        self._make_dashboard_users()
         # The sessions exist before any agent publishes, so the broker queues everything.
         broker = load_gateway_config(self.workdir / "gateway.toml").broker
         create_session(broker, client_id="gateway")
@@ -259,6 +272,26 @@ class _Demo:
         create_session(broker, client_id="gateway-coldchain", subscription=COLDCHAIN_SUBSCRIPTION)
         self._spawn("gateway", "gateway", "run", str(self.workdir / "gateway.toml"))
         self._spawn("api", "api", "--config", str(self.workdir / "api.toml"))
+
+    def _make_dashboard_users(self) -> None:
+        """Users for the dashboard (one password, printed) and an API token for scripts
+        (in ``api-token``, readable by this user only)."""
+        from cloud_api.auth import Accounts
+        from gateway.ledger import Ledger
+
+        now = datetime.now(UTC)
+        with Ledger(f"sqlite:///{self.workdir / 'ledger.sqlite'}") as ledger:
+            accounts = Accounts(ledger, session_ttl=timedelta(hours=12))
+            for name in DEMO_USERS:
+                accounts.save_user(
+                    name, role=name, scopes=["*"], password=self.passwords["dashboard"], now=now
+                )
+            issued = accounts.issue("admin", kind="api", label="postedge demo", now=now)
+        self.api_token = issued.token
+        token_file = self.workdir / "api-token"
+        token_file.unlink(missing_ok=True)
+        with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(issued.token + "\n")
 
     def _start_edge(self, station: DemoStation, device_path: str) -> None:
         probes = "".join(
@@ -286,30 +319,31 @@ class _Demo:
             if stop.is_set():
                 return
             await asyncio.sleep(0.2)  # readiness poll interval
+        token = self.workdir / "api-token"
         print(
             "postedge demo is running.\n"
-            f"  Stations:  {base}/api/v1/stations\n"
+            f"  Dashboard: {base}/  (log in as supervisor, operator, auditor or admin, "
+            f"password {self.passwords['dashboard']})\n"
+            f"  API:       {base}/docs; a token for scripts is in {token}:\n"
+            f'             curl -H "Authorization: Bearer $(cat {token})" {base}/api/v1/stations\n'
             f"  Readings:  {base}/api/v1/probes/village-23/village-23-medbox/medicine/temperature\n"
-            f"  API docs:  {base}/docs\n"
             f"  Metrics:   http://127.0.0.1:{self.metrics_port}/metrics\n"
             f"  Broker:    127.0.0.1:{self.broker.port} "
             f"(read-only user 'observer', password '{self.passwords['observer']}')\n"
             f"  Data:      {self.workdir / 'telemetry.sqlite'}, ledger "
             f"{self.workdir / 'ledger.sqlite'}, registry {self.workdir / 'registry.toml'}\n"
-            f"  Alerts:    postedge gateway alerts list {self.workdir / 'gateway.toml'} "
-            f"(live on postedge/v1/+/_alerts/#; the medicine probe alarms about a minute in)\n"
+            f"  Alerts:    on the dashboard, or postedge gateway alerts list "
+            f"{self.workdir / 'gateway.toml'} (live on postedge/v1/+/_alerts/#; the medicine "
+            "probe alarms about a minute in)\n"
             f"  Logs:      {self.logs}/\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )
         expected = {station.id for station in STATIONS}
         while not stop.is_set():
-            stations = await asyncio.to_thread(_get_json, f"{base}/api/v1/stations") or []
-            reading = (
-                {s["id"] for s in stations if any(d["probes"] for d in s["devices"])}
-                if isinstance(stations, list)
-                else set()
-            )
+            page = await asyncio.to_thread(_get_json, f"{base}/api/v1/stations", self.api_token)
+            stations = page.get("items", []) if isinstance(page, dict) else []
+            reading = {s["id"] for s in stations if any(d["probes"] for d in s["devices"])}
             if reading >= expected:
                 print(
                     f"postedge demo: readings from all {len(expected)} stations "
@@ -353,9 +387,11 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def _get_json(url: str) -> object | None:
+def _get_json(url: str, token: str | None = None) -> object | None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback URL
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
             result: object = json.load(response)
             return result
     except (urllib.error.URLError, OSError, ValueError):

@@ -19,18 +19,20 @@ from tests.helpers import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def get(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+def get(url: str, token_file: Path) -> object:
+    token = token_file.read_text().strip()
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
         return json.load(response)
 
 
-def stations_reading(base: str) -> set[str]:
+def stations_reading(base: str, token_file: Path) -> set[str]:
     try:
-        stations = get(f"{base}/api/v1/stations")
+        page = get(f"{base}/api/v1/stations", token_file)
     except OSError:
         return set()
-    assert isinstance(stations, list)
-    return {s["id"] for s in stations if any(d["probes"] for d in s["devices"])}
+    assert isinstance(page, dict)
+    return {s["id"] for s in page["items"] if any(d["probes"] for d in s["devices"])}
 
 
 def medicine_alert(workdir: Path) -> AlertRow | None:
@@ -67,15 +69,21 @@ def test_demo_serves_all_three_stations_within_20_seconds_and_stops_on_ctrl_c(
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
+    token = tmp_path / "demo" / "api-token"
     try:
         wait_until(
-            lambda: stations_reading(base) == {"county-01", "township-07", "village-23"},
+            lambda: stations_reading(base, token) == {"county-01", "township-07", "village-23"},
             timeout=20 - (time.monotonic() - started),
             what="readings from all three stations",
         )
-        readings = get(f"{base}/api/v1/probes/village-23/village-23-medbox/medicine/temperature")
+        readings = get(
+            f"{base}/api/v1/probes/village-23/village-23-medbox/medicine/temperature", token
+        )
         assert isinstance(readings, dict)
         assert readings["points"]
+        assert readings["profile"]["name"] == "pharma"  # the API knows the demo's profiles
+        with urllib.request.urlopen(f"{base}/", timeout=5) as page:  # noqa: S310 - loopback
+            assert b"postedge" in page.read()  # the dashboard
         # The medicine probe's simulated excursion (above 8 °C from about 25 s) alarms
         # after the demo's 20 s delay.
         alert = wait_until(
@@ -83,6 +91,7 @@ def test_demo_serves_all_three_stations_within_20_seconds_and_stops_on_ctrl_c(
             timeout=60,
             what="the medicine probe's alert",
         )
+        assert alert is not None
         assert (alert.kind, alert.station) == ("temperature_high", "village-23")
         demo.send_signal(signal.SIGINT)  # as Ctrl-C in the terminal
         output = demo.communicate(timeout=60)[0]
@@ -92,6 +101,7 @@ def test_demo_serves_all_three_stations_within_20_seconds_and_stops_on_ctrl_c(
             demo.communicate()
     assert demo.returncode == 0, output
     assert f"{base}/api/v1/stations" in output
+    assert f"Dashboard: {base}/" in output
     assert "stopped. Data and logs are kept in" in output
     assert "Traceback" not in output
     for log in (tmp_path / "demo" / "logs").glob("*.log"):
