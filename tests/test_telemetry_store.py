@@ -256,3 +256,92 @@ def test_a_store_must_be_opened(tmp_path: Path) -> None:
         SqliteTelemetryStore(tmp_path / "t.sqlite").write([pt(T0, x=1)])
     with pytest.raises(StoreError, match="open"):
         InfluxTelemetryStore(influx_config("http://127.0.0.1:9", "db")).series("m")
+
+
+# --- downsampling -----------------------------------------------------------------------
+
+MIN = 60 * 10**9
+BASE = 28_333_320 * MIN  # a multiple of every period below (60 s, 300 s, 3600 s)
+
+
+def _bucket_points() -> list[TelemetryPoint]:
+    """Known values in known minutes; probe p2 of the same device adds to S1's buckets."""
+    return [
+        pt(BASE + 10 * 10**9, celsius=4.0),  # minute 0
+        pt(BASE + 50 * 10**9, celsius=6.0),  # minute 0
+        pt(BASE + MIN, celsius=5.0),  # minute 1, exactly at its start
+        pt(BASE + 7 * MIN, celsius=9.0),  # minute 7 (second 5-minute period)
+        pt(BASE + 61 * MIN, celsius=2.0),  # next hour
+        pt(BASE + 30 * 10**9, S2, celsius=1.0),  # minute 0, probe p2
+        pt(BASE + 2 * MIN, S3, celsius=100.0),  # another station: never in S1's buckets
+        pt(BASE + 3 * MIN, celsius=7.0, state="x"),  # a point whose other field is text
+    ]
+
+
+@pytest.mark.parametrize(
+    ("every_ns", "expected"),
+    [
+        (MIN, [(0, 5.0, 4.0, 6.0, 2), (1, 5.0, 5.0, 5.0, 1), (3, 7.0, 7.0, 7.0, 1),
+               (7, 9.0, 9.0, 9.0, 1), (61, 2.0, 2.0, 2.0, 1)]),
+        (5 * MIN, [(0, 5.5, 4.0, 7.0, 4), (5, 9.0, 9.0, 9.0, 1), (60, 2.0, 2.0, 2.0, 1)]),
+        (60 * MIN, [(0, 31.0 / 5, 4.0, 9.0, 5), (60, 2.0, 2.0, 2.0, 1)]),
+    ],
+)  # fmt: skip
+def test_buckets_hold_mean_min_max_and_count_per_aligned_period(
+    store: TelemetryStore, every_ns: int, expected: list[tuple[int, float, float, float, int]]
+) -> None:
+    store.write(_bucket_points())
+    buckets = store.query_buckets("temperature", "celsius", S1, BASE, BASE + 2 * 60 * MIN, every_ns)
+    assert [((b.time_ns - BASE) // MIN, b.mean, b.min, b.max, b.count) for b in buckets] == [
+        (m, pytest.approx(mean), low, high, n) for m, mean, low, high, n in expected
+    ]
+
+
+def test_buckets_take_every_matching_series_and_keep_the_range(store: TelemetryStore) -> None:
+    store.write(_bucket_points())
+    device = {"station": "s1", "device": "d1"}
+    [first, *_] = store.query_buckets("temperature", "celsius", device, BASE, BASE + MIN, MIN)
+    assert (first.mean, first.min, first.count) == (pytest.approx(11.0 / 3), 1.0, 3)
+    # start inclusive, end exclusive: the reading at BASE + 1 min is out of [BASE, BASE + 1 min)
+    assert [b.count for b in store.query_buckets(
+        "temperature", "celsius", S1, BASE + MIN, BASE + 7 * MIN, MIN
+    )] == [1, 1]  # fmt: skip
+    assert store.query_buckets("temperature", "celsius", S3 | {"probe": "nope"}, BASE,
+                               BASE + MIN, MIN) == []  # fmt: skip
+    assert store.query_buckets("nothing", "celsius", S1, BASE, BASE + MIN, MIN) == []
+
+
+def test_buckets_of_a_text_field_are_empty(store: TelemetryStore) -> None:
+    store.write(_bucket_points())
+    assert store.query_buckets("temperature", "state", S1, BASE, BASE + 60 * MIN, MIN) == []
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "every", "fragment"),
+    [
+        (BASE, BASE + MIN, 0, "whole number of seconds"),
+        (BASE, BASE + MIN, 1_500_000_000, "whole number of seconds"),
+        (BASE + MIN, BASE, MIN, "start before"),
+        (BASE, BASE + 200_000 * MIN, MIN, "more than"),
+    ],
+)
+def test_bad_bucket_queries_are_refused(
+    store: TelemetryStore, start: int, end: int, every: int, fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        store.query_buckets("temperature", "celsius", S1, start, end, every)
+
+
+@pytest.mark.integration
+def test_both_stores_give_the_same_buckets(tmp_path: Path, influxd: Any, influx_db: str) -> None:
+    results = []
+    for made in (sqlite(tmp_path / "t.sqlite"), influx(influxd.url, influx_db)):
+        with made as store:
+            store.write(_bucket_points())
+            results.append(
+                store.query_buckets(
+                    "temperature", "celsius", {"station": "s1"}, BASE, BASE + 2 * 60 * MIN, 5 * MIN
+                )  # fmt: skip
+            )
+    assert results[0] == results[1]
+    assert len(results[0]) == 3

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from gateway.telemetry.config import InfluxStoreConfig, SqliteStoreConfig, StoreConfig
 from gateway.telemetry.model import (
+    Bucket,
     FieldValue,
     LastValue,
     SeriesValue,
@@ -24,6 +25,7 @@ from gateway.telemetry.model import (
 )
 
 __all__ = [
+    "Bucket",
     "FieldValue",
     "InfluxStoreConfig",
     "LastValue",

@@ -43,6 +43,7 @@ from gateway.telemetry.config import InfluxStoreConfig
 from gateway.telemetry.model import (
     MAX_TIME_NS,
     MIN_TIME_NS,
+    Bucket,
     FieldType,
     FieldValue,
     LastValue,
@@ -53,6 +54,7 @@ from gateway.telemetry.model import (
     StoreRejected,
     StoreUnavailable,
     TelemetryPoint,
+    check_buckets,
     check_query,
     group_latest,
     sort_tag_sets,
@@ -348,6 +350,35 @@ class InfluxTelemetryStore:
         convert = _CONVERT[kind]
         rows = sorted(_rows(self._query(statement)), key=lambda row: int(row[0]))
         return [SeriesValue(int(time_ns), convert(value)) for time_ns, value in rows[:limit]]
+
+    def query_buckets(
+        self,
+        measurement: str,
+        field: str,
+        tags: Mapping[str, str],
+        start_ns: int,
+        end_ns: int,
+        every_ns: int,
+    ) -> list[Bucket]:
+        check_query(measurement, field, list(tags), None)
+        check_buckets(start_ns, end_ns, every_ns)
+        start, end = max(start_ns, MIN_TIME_NS), min(end_ns, MAX_TIME_NS + 1)
+        kind = self._field_type(measurement, field, tags.keys())
+        if kind not in ("float", "integer") or start >= end:
+            return []
+        name = quote_ident(field)
+        where = [f"{quote_ident(key)} = {quote_literal(value)}" for key, value in tags.items()]
+        where += [f"time >= {int(start)}", f"time < {int(end)}"]
+        statement = (  # InfluxQL of validated names and escaped literals
+            f"SELECT mean({name}), min({name}), max({name}), count({name}) "  # noqa: S608
+            f"FROM {quote_ident(measurement)} WHERE {' AND '.join(where)} "
+            f"GROUP BY time({every_ns // 10**9}s) fill(none)"
+        )
+        return [
+            Bucket(int(period), float(mean), float(low), float(high), int(count))
+            for period, mean, low, high, count in _rows(self._query(statement))
+            if count
+        ]
 
     def series(self, measurement: str) -> list[dict[str, str]]:
         check_query(measurement, None, (), None)

@@ -159,6 +159,33 @@ class LastValue:
     value: FieldValue
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """One period of a downsampled series: the numeric values from ``time_ns`` (the
+    period's start, a multiple of the period since the Unix epoch, as InfluxQL's
+    ``GROUP BY time`` aligns) to the next period."""
+
+    time_ns: int
+    mean: float
+    min: float
+    max: float
+    count: int
+
+
+MAX_BUCKETS = 100_000
+"""The most periods one downsampled query may span."""
+
+
+def check_buckets(start_ns: int, end_ns: int, every_ns: int) -> None:
+    """Validate a downsampled query's range and period; raise ``ValueError`` saying why."""
+    if every_ns < 10**9 or every_ns % 10**9:
+        raise ValueError("the period must be a whole number of seconds, at least 1 s")
+    if start_ns >= end_ns:
+        raise ValueError("the range must start before it ends")
+    if (end_ns - start_ns) // every_ns > MAX_BUCKETS:
+        raise ValueError(f"the range spans more than {MAX_BUCKETS} periods: use a longer one")
+
+
 class TelemetryStore(Protocol):
     """Where telemetry points are kept: InfluxDB in production, SQLite for one station."""
 
@@ -189,6 +216,21 @@ class TelemetryStore(Protocol):
         ``start_ns`` is inclusive and ``end_ns`` exclusive; points without the field are
         skipped (before ``limit`` applies).
         """
+        ...
+
+    def query_buckets(
+        self,
+        measurement: str,
+        field: str,
+        tags: Mapping[str, str],
+        start_ns: int,
+        end_ns: int,
+        every_ns: int,
+    ) -> list[Bucket]:
+        """Numeric values of ``field`` in the series matching ``tags`` (all of them
+        together) in ``[start_ns, end_ns)``, as mean, min, max and count per period of
+        ``every_ns``; periods without values are left out; oldest first. Raises
+        ``ValueError`` for a bad range or period (:func:`check_buckets`)."""
         ...
 
     def series(self, measurement: str) -> list[dict[str, str]]:

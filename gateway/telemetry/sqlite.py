@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from gateway.telemetry.model import (
+    Bucket,
     LastValue,
     MeasurementSchema,
     SchemaGuard,
@@ -43,6 +44,7 @@ from gateway.telemetry.model import (
     StoreRejected,
     StoreUnavailable,
     TelemetryPoint,
+    check_buckets,
     check_query,
     group_latest,
     sort_tag_sets,
@@ -322,6 +324,41 @@ class SqliteTelemetryStore:
             sql, params = _range_query(ids, _path(field), start_ns, end_ns, limit)
             rows = conn.execute(sql, params).fetchall()
         return [SeriesValue(time_ns, json.loads(value)) for time_ns, value in rows]
+
+    def query_buckets(
+        self,
+        measurement: str,
+        field: str,
+        tags: Mapping[str, str],
+        start_ns: int,
+        end_ns: int,
+        every_ns: int,
+    ) -> list[Bucket]:
+        check_query(measurement, field, list(tags), None)
+        check_buckets(start_ns, end_ns, every_ns)
+        with self._connection() as conn:
+            ids = [
+                series_id
+                for series_id, tag_set in _series_of(conn, measurement)
+                if all(tag_set.get(key) == value for key, value in tags.items())
+            ]
+            if not ids:
+                return []
+            # The period start is floor(time / every) * every, also before 1970 (SQLite's
+            # % truncates toward zero); only numbers count, as InfluxDB's mean() does.
+            sql = (  # noqa: S608 - placeholders only
+                "SELECT period, AVG(value), MIN(value), MAX(value), COUNT(value) FROM ("
+                "SELECT time_ns - (((time_ns % ?) + ?) % ?) AS period, fields ->> ? AS value "
+                f"FROM points WHERE series_id IN ({','.join('?' * len(ids))}) "
+                "AND time_ns >= ? AND time_ns < ?"
+                ") WHERE typeof(value) IN ('integer', 'real') GROUP BY period ORDER BY period"
+            )
+            params = [every_ns, every_ns, every_ns, _path(field), *ids, start_ns, end_ns]
+            rows = conn.execute(sql, params).fetchall()
+        return [
+            Bucket(int(period), float(mean), float(low), float(high), int(count))
+            for period, mean, low, high, count in rows
+        ]
 
     def series(self, measurement: str) -> list[dict[str, str]]:
         check_query(measurement, None, (), None)
