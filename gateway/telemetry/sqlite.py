@@ -346,8 +346,8 @@ class SqliteTelemetryStore:
                 return []
             # The period start is floor(time / every) * every, also before 1970 (SQLite's
             # % truncates toward zero); only numbers count, as InfluxDB's mean() does.
-            sql = (  # noqa: S608 - placeholders only
-                "SELECT period, AVG(value), MIN(value), MAX(value), COUNT(value) FROM ("
+            sql = (
+                "SELECT period, AVG(value), MIN(value), MAX(value), COUNT(value) FROM ("  # noqa: S608
                 "SELECT time_ns - (((time_ns % ?) + ?) % ?) AS period, fields ->> ? AS value "
                 f"FROM points WHERE series_id IN ({','.join('?' * len(ids))}) "
                 "AND time_ns >= ? AND time_ns < ?"
