@@ -31,11 +31,10 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.configfile import load_toml_model, resolve
+from contracts.configfile import TimeZoneName, load_toml_model, resolve, resolve_sqlite_url
 from contracts.ids import Identifier
 from gateway.coldchain.config import ColdChainConfig
 from gateway.config import BrokerConfig
@@ -49,19 +48,10 @@ class ListenConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    timezone: str = Field(
+    timezone: TimeZoneName = Field(
         default="Asia/Shanghai", description="the local time of report days and months"
     )
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r} (e.g. Asia/Shanghai)") from None
-        return name
 
 
 class ApiLedgerConfig(BaseModel):
@@ -104,6 +94,5 @@ def load_api_config(path: Path) -> ApiConfig:
     update: dict[str, object] = {}
     if ledger.keys_file is not None:
         update["keys_file"] = resolve(base, ledger.keys_file)
-    if ledger.url.startswith("sqlite:///") and not ledger.url.startswith("sqlite:////"):
-        update["url"] = f"sqlite:///{resolve(base, Path(ledger.url[len('sqlite:///') :]))}"
+    update["url"] = resolve_sqlite_url(base, ledger.url)
     return config.model_copy(update={"ledger": ledger.model_copy(update=update)})

@@ -118,6 +118,14 @@ def stations_in_scope(found: Services, user: Principal) -> list[StationRef]:
     return [ref for ref in refs if user.sees(ref.id, ref.division)]
 
 
+def visible_ids(found: Services, user: Principal, station: str | None) -> list[str]:
+    """The ids a list may show: ``station`` if named (404/403 as for any named station),
+    else every station in the user's scopes."""
+    if station is not None:
+        return [station_in_scope(found, user, station).id]
+    return [ref.id for ref in stations_in_scope(found, user)]
+
+
 def audit(
     found: Services,
     user: Principal,

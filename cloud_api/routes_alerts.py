@@ -15,7 +15,7 @@ from cloud_api.context import (
     ServicesDep,
     require,
     station_in_scope,
-    stations_in_scope,
+    visible_ids,
 )
 from cloud_api.routes_stations import aware
 from cloud_api.schemas import AlertOut, Page, iso
@@ -65,10 +65,7 @@ def alerts(
     per_page: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[AlertOut]:
     """Alerts of the stations in the user's scopes, newest first."""
-    if station is not None:
-        stations = [station_in_scope(services, user, station).id]
-    else:
-        stations = [ref.id for ref in stations_in_scope(services, user)]
+    stations = visible_ids(services, user, station)
     a = t.alerts.c
     where: list[ColumnElement[bool]] = [a.station.in_(stations)]
     if state:

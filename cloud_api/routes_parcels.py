@@ -16,6 +16,7 @@ from cloud_api.context import (
     require,
     station_in_scope,
     stations_in_scope,
+    visible_ids,
 )
 from cloud_api.schemas import (
     ClearanceOut,
@@ -50,10 +51,7 @@ def parcels(
     per_page: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[ParcelOut]:
     """Parcels accepted at stations in the user's scopes, newest first."""
-    if station is not None:
-        stations = [station_in_scope(services, user, station).id]
-    else:
-        stations = [ref.id for ref in stations_in_scope(services, user)]
+    stations = visible_ids(services, user, station)
     p = t.parcels.c
     where: list[ColumnElement[bool]] = [p.station.in_(stations)]
     if waybill is not None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -48,3 +49,24 @@ def describe_validation_error(path: Path, exc: ValidationError) -> str:
 def resolve(base: Path, path: Path) -> Path:
     """``path`` relative to the directory of the config file it was written in."""
     return path if path.is_absolute() else base / path
+
+
+def resolve_sqlite_url(base: Path, url: str) -> str:
+    """A ``sqlite:///relative`` URL made relative to the config file's directory; other
+    URLs (absolute SQLite paths, PostgreSQL) unchanged."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(resolve(base, Path(url[len(prefix) :])))
+    return url
+
+
+def _known_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (e.g. Asia/Shanghai)") from None
+    return name
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_time_zone)]
+"""An IANA time zone name that this machine knows."""

@@ -44,7 +44,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from contracts.configfile import load_toml_model, resolve
+from contracts.configfile import load_toml_model, resolve, resolve_sqlite_url
 from contracts.ids import Identifier
 from gateway.coldchain.config import ColdChainConfig
 from gateway.notify import NotifyConfig
@@ -166,8 +166,7 @@ def load_gateway_config(path: Path) -> GatewayConfig:
         update: dict[str, object] = {}
         if ledger.keys_file is not None:
             update["keys_file"] = resolve(base, ledger.keys_file)
-        if ledger.url.startswith("sqlite:///") and not ledger.url.startswith("sqlite:////"):
-            update["url"] = f"sqlite:///{resolve(base, Path(ledger.url[len('sqlite:///') :]))}"
+        update["url"] = resolve_sqlite_url(base, ledger.url)
         config = config.model_copy(update={"ledger": ledger.model_copy(update=update)})
     if config.notify is not None:
         notify = config.notify.model_copy(

@@ -32,10 +32,11 @@ A probe's profile, by precedence: the last ``set_profile`` command its device co
 from __future__ import annotations
 
 from typing import Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts.configfile import TimeZoneName
 from contracts.ids import Identifier
 from contracts.profiles import BUILTIN_LIMITS, Limits
 from gateway.coldchain.machine import PLAUSIBLE, DoorRules, Rules
@@ -135,7 +136,7 @@ class ColdChainConfig(BaseModel):
 
     model_config = _STRICT
 
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     default_profile: Identifier | None = Field(
         default="chilled", description="None: probes without a profile are not watched"
     )
@@ -147,15 +148,6 @@ class ColdChainConfig(BaseModel):
     profiles: dict[Identifier, ProfileConfig] = Field(default_factory=dict)
     probes: list[ProbeAssignment] = Field(default_factory=list)
     compartments: list[CompartmentConfig] = Field(default_factory=list)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r}") from None
-        return name
 
     @model_validator(mode="after")
     def _profiles_exist(self) -> Self:
