@@ -6,7 +6,7 @@ What only one implementation has is in test_telemetry_sqlite.py and test_telemet
 from __future__ import annotations
 
 import contextlib
-import math
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.telemetry import (
+    Bucket,
     FieldValue,
     InfluxStoreConfig,
+    InvalidQuery,
     LastValue,
     SeriesValue,
     StoreError,
@@ -28,6 +30,7 @@ from gateway.telemetry import (
 from gateway.telemetry.influx import (
     InfluxTelemetryStore,
 )
+from gateway.telemetry.model import MAX_BUCKETS
 from gateway.telemetry.sqlite import SqliteTelemetryStore
 
 T0 = 1_700_000_000_123_456_789
@@ -261,7 +264,8 @@ def test_a_store_must_be_opened(tmp_path: Path) -> None:
 
 # --- downsampling -----------------------------------------------------------------------
 
-MIN = 60 * 10**9
+SEC = 10**9
+MIN = 60 * SEC
 BASE = 28_333_320 * MIN  # a multiple of every period below (60 s, 300 s, 3600 s)
 
 
@@ -291,60 +295,178 @@ def _bucket_points() -> list[TelemetryPoint]:
 def test_buckets_hold_mean_min_max_and_count_per_aligned_period(
     store: TelemetryStore, every_ns: int, expected: list[tuple[int, float, float, float, int]]
 ) -> None:
+    """Exact figures: the sums are exact in binary, so each mean is one and the same division."""
     store.write(_bucket_points())
-    buckets = store.query_buckets("temperature", "celsius", S1, BASE, BASE + 2 * 60 * MIN, every_ns)
-    assert [((b.time_ns - BASE) // MIN, b.min, b.max, b.count) for b in buckets] == [
-        (m, low, high, n) for m, _, low, high, n in expected
+    got = store.query_buckets("temperature", "celsius", S1, BASE, BASE + 2 * 60 * MIN, every_ns)
+    assert got == [Bucket(BASE + m * MIN, mean, lo, hi, n) for m, mean, lo, hi, n in expected]
+
+
+def test_periods_align_to_the_epoch_not_to_the_range_start(store: TelemetryStore) -> None:
+    """As InfluxQL's GROUP BY time: a 7 s period starts at a multiple of 7 s, also before 1970."""
+    k = (BASE // SEC + 6) // 7  # the first multiple of 7 s after BASE
+    store.write(
+        [
+            pt(BASE, celsius=50.0),  # before the range
+            pt(7 * k * SEC + SEC, celsius=1.0),
+            pt(7 * k * SEC + 7 * SEC - 1, celsius=3.0),
+            pt(7 * (k + 1) * SEC, celsius=10.0),
+            pt(-SEC, celsius=-1.0),
+            pt(-7 * SEC, celsius=-3.0),
+        ]
+    )
+    got = store.query_buckets("temperature", "celsius", S1, 7 * k * SEC + SEC, BASE + MIN, 7 * SEC)
+    assert got == [
+        Bucket(7 * k * SEC, 2.0, 1.0, 3.0, 2),
+        Bucket(7 * (k + 1) * SEC, 10.0, 10.0, 10.0, 1),
     ]
-    assert all(math.isclose(b.mean, e[1]) for b, e in zip(buckets, expected, strict=True))
+    got = store.query_buckets("temperature", "celsius", S1, -MIN, 0, 7 * SEC)
+    assert got == [Bucket(-7 * SEC, -2.0, -3.0, -1.0, 2)]
 
 
-def test_buckets_take_every_matching_series_and_keep_the_range(store: TelemetryStore) -> None:
+def test_the_range_start_is_inclusive_and_its_end_exclusive(store: TelemetryStore) -> None:
+    start, end = BASE + MIN, BASE + 3 * MIN
+    store.write(
+        [
+            pt(start - 1, celsius=100.0),
+            pt(start, celsius=1.0),
+            pt(end - 1, celsius=2.0),
+            pt(end, celsius=100.0),
+        ]
+    )
+    got = store.query_buckets("temperature", "celsius", S1, start, end, MIN)
+    assert got == [Bucket(start, 1.0, 1.0, 1.0, 1), Bucket(start + MIN, 2.0, 2.0, 2.0, 1)]
+
+
+def test_buckets_take_every_matching_series_and_only_those(store: TelemetryStore) -> None:
     store.write(_bucket_points())
     device = {"station": "s1", "device": "d1"}
-    [first, *_] = store.query_buckets("temperature", "celsius", device, BASE, BASE + MIN, MIN)
-    assert (first.min, first.count) == (1.0, 3)
-    assert math.isclose(first.mean, 11.0 / 3)
-    # start inclusive, end exclusive: the reading at BASE + 1 min is out of [BASE, BASE + 1 min)
-    assert [b.count for b in store.query_buckets(
-        "temperature", "celsius", S1, BASE + MIN, BASE + 7 * MIN, MIN
-    )] == [1, 1]  # fmt: skip
-    assert store.query_buckets("temperature", "celsius", S3 | {"probe": "nope"}, BASE,
-                               BASE + MIN, MIN) == []  # fmt: skip
+    got = store.query_buckets("temperature", "celsius", device, BASE, BASE + MIN, MIN)
+    assert got == [Bucket(BASE, 11.0 / 3, 1.0, 6.0, 3)]  # S1's 4.0 and 6.0, S2's 1.0
+    got = store.query_buckets(
+        "temperature", "celsius", {"station": "s2"}, BASE, BASE + MIN * 60, MIN
+    )
+    assert got == [Bucket(BASE + 2 * MIN, 100.0, 100.0, 100.0, 1)]
+    assert (
+        store.query_buckets("temperature", "celsius", {}, BASE, BASE + MIN * 3, MIN)[2].count == 1
+    )
+    for tags in (S3 | {"probe": "nope"}, {"nothing": "x"}):
+        assert store.query_buckets("temperature", "celsius", tags, BASE, BASE + MIN, MIN) == []
     assert store.query_buckets("nothing", "celsius", S1, BASE, BASE + MIN, MIN) == []
+    assert store.query_buckets("temperature", "nothing", S1, BASE, BASE + MIN, MIN) == []
 
 
-def test_buckets_of_a_text_field_are_empty(store: TelemetryStore) -> None:
-    store.write(_bucket_points())
-    assert store.query_buckets("temperature", "state", S1, BASE, BASE + 60 * MIN, MIN) == []
+def test_only_numbers_count(store: TelemetryStore) -> None:
+    """Text and boolean fields have no buckets (SQLite would read true as 1); integers do."""
+    store.write(
+        [
+            pt(BASE, celsius=1.0, seq=1, state="x", ok=True),
+            pt(BASE + SEC, seq=2, ok=False),
+            pt(BASE + 2 * SEC, humidity=40.0, seq=4),  # no celsius: not counted
+        ]
+    )
+    for name in ("state", "ok"):
+        assert store.query_buckets("temperature", name, S1, BASE, BASE + MIN, MIN) == []
+    assert store.query_buckets("temperature", "celsius", S1, BASE, BASE + MIN, MIN) == [
+        Bucket(BASE, 1.0, 1.0, 1.0, 1)
+    ]
+    [seq] = store.query_buckets("temperature", "seq", S1, BASE, BASE + MIN, MIN)
+    assert seq == Bucket(BASE, 7 / 3, 1.0, 4.0, 3)
+    assert (type(seq.mean), type(seq.min), type(seq.max)) == (float, float, float)
 
 
 @pytest.mark.parametrize(
     ("start", "end", "every", "fragment"),
     [
         (BASE, BASE + MIN, 0, "whole number of seconds"),
+        (BASE, BASE + MIN, -MIN, "whole number of seconds"),
+        (BASE, BASE + MIN, SEC // 2, "whole number of seconds"),
         (BASE, BASE + MIN, 1_500_000_000, "whole number of seconds"),
+        (BASE, BASE + MIN, 2**63, "whole number of seconds"),
+        (BASE, BASE + MIN, 60.0, "every_ns must be an int"),
+        (BASE, BASE + MIN, True, "every_ns must be an int"),
+        (float(BASE), BASE + MIN, MIN, "start_ns must be an int"),
         (BASE + MIN, BASE, MIN, "start before"),
-        (BASE, BASE + 200_000 * MIN, MIN, "more than"),
+        (BASE, BASE, MIN, "start before"),
+        (BASE, BASE + (MAX_BUCKETS * SEC) + 1, SEC, "more than 100000 periods"),
+        (BASE + SEC // 2, BASE + (MAX_BUCKETS + 1) * SEC, SEC, "more than 100000 periods"),
     ],
 )
 def test_bad_bucket_queries_are_refused(
-    store: TelemetryStore, start: int, end: int, every: int, fragment: str
+    store: TelemetryStore, start: Any, end: int, every: Any, fragment: str
 ) -> None:
-    with pytest.raises(ValueError, match=fragment):
+    with pytest.raises(InvalidQuery, match=fragment) as caught:
         store.query_buckets("temperature", "celsius", S1, start, end, every)
+    assert isinstance(caught.value, ValueError)  # the API's 422
+    assert isinstance(caught.value, StoreError)
+
+
+def test_bucket_queries_name_only_valid_names_and_span_up_to_the_limit(
+    store: TelemetryStore,
+) -> None:
+    store.write([pt(BASE, celsius=1.0), pt(BASE + (MAX_BUCKETS - 1) * SEC, celsius=2.0)])
+    got = store.query_buckets("temperature", "celsius", S1, BASE, BASE + MAX_BUCKETS * SEC, SEC)
+    assert [b.mean for b in got] == [1.0, 2.0]
+    for bad in [("bad name", "celsius", S1), ("temperature", "time", S1)]:
+        with pytest.raises(InvalidQuery, match="invalid"):
+            store.query_buckets(*bad, BASE, BASE + MIN, MIN)
+    with pytest.raises(InvalidQuery, match="invalid tag key"):
+        store.query_buckets("temperature", "celsius", {"bad key": "x"}, BASE, BASE + MIN, MIN)
+
+
+def _random_points(seed: int) -> list[TelemetryPoint]:
+    """Three series over three hours; values in quarters, so every sum is exact."""
+    rng = random.Random(seed)
+    points = {}
+    for _ in range(400):
+        tags = rng.choice([S1, S2, S3])
+        time_ns = BASE - 10 * MIN + rng.randrange(200 * MIN)
+        fields: dict[str, FieldValue] = {"seq": rng.randrange(-1000, 1000)}
+        if rng.random() < 0.9:
+            fields["celsius"] = rng.randrange(-80, 160) / 4
+        points[(tags["probe"], tags["station"], time_ns)] = TelemetryPoint(
+            "temperature", tags, fields, time_ns
+        )
+    return list(points.values())
+
+
+def _reference_buckets(
+    points: list[TelemetryPoint], field: str, tags: dict[str, str], start: int, end: int, every: int
+) -> list[Bucket]:
+    """``query_buckets`` in plain Python: what both stores must answer."""
+    periods: dict[int, list[float]] = {}
+    for point in points:
+        value = point.fields.get(field)
+        if (
+            value is not None
+            and start <= point.time_ns < end
+            and tags.items() <= point.tags.items()
+        ):
+            periods.setdefault(point.time_ns // every, []).append(float(value))
+    return [
+        Bucket(k * every, sum(v) / len(v), min(v), max(v), len(v))
+        for k, v in sorted(periods.items())
+    ]
 
 
 @pytest.mark.integration
 def test_both_stores_give_the_same_buckets(tmp_path: Path, influxd: Any, influx_db: str) -> None:
+    """The same points, in several series, give the same buckets on SQLite and InfluxDB."""
+    points = _random_points(seed=23)
+    start, end = BASE - 7 * MIN - 13 * SEC, BASE + 185 * MIN
+    queries = [
+        (field, tags, every)
+        for field in ("celsius", "seq")
+        for tags in ({"station": "s1"}, S1, S3, {})
+        for every in (MIN, 5 * MIN, 60 * MIN)
+    ]
     results = []
     for made in (sqlite(tmp_path / "t.sqlite"), influx(influxd.url, influx_db)):
         with made as store:
-            store.write(_bucket_points())
+            store.write(points)
             results.append(
-                store.query_buckets(
-                    "temperature", "celsius", {"station": "s1"}, BASE, BASE + 2 * 60 * MIN, 5 * MIN
-                )
+                [store.query_buckets("temperature", f, t, start, end, e) for f, t, e in queries]
             )
     assert results[0] == results[1]
-    assert len(results[0]) == 3
+    expected = [_reference_buckets(points, f, t, start, end, e) for f, t, e in queries]
+    assert results[0] == expected
+    assert all(expected)

@@ -7,6 +7,7 @@
 Callers see only this package's errors: :class:`StoreUnavailable` (retry later),
 :class:`StoreRejected` (bad data: split the batch, dead-letter what is still refused)
 and their root :class:`StoreError` (misconfiguration, refused credentials, ...).
+:class:`InvalidQuery`, bad query arguments, is a :class:`StoreError` and a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from gateway.telemetry.config import InfluxStoreConfig, SqliteStoreConfig, Store
 from gateway.telemetry.model import (
     Bucket,
     FieldValue,
+    InvalidQuery,
     LastValue,
     SeriesValue,
     StoreError,
@@ -28,6 +30,7 @@ __all__ = [
     "Bucket",
     "FieldValue",
     "InfluxStoreConfig",
+    "InvalidQuery",
     "LastValue",
     "SeriesValue",
     "SqliteStoreConfig",

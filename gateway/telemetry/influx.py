@@ -361,10 +361,9 @@ class InfluxTelemetryStore:
         every_ns: int,
     ) -> list[Bucket]:
         check_query(measurement, field, list(tags), None)
-        check_buckets(start_ns, end_ns, every_ns)
-        start, end = max(start_ns, MIN_TIME_NS), min(end_ns, MAX_TIME_NS + 1)
+        start, end = check_buckets(start_ns, end_ns, every_ns)
         kind = self._field_type(measurement, field, tags.keys())
-        if kind not in ("float", "integer") or start >= end:
+        if kind not in ("float", "integer") or start >= end:  # mean() of text is an error
             return []
         name = quote_ident(field)
         where = [f"{quote_ident(key)} = {quote_literal(value)}" for key, value in tags.items()]

@@ -65,6 +65,13 @@ class StoreRejected(StoreError):
     """
 
 
+class InvalidQuery(StoreError, ValueError):
+    """A query's arguments are wrong (a bad name, period or range): asking again will not help.
+
+    Also a ``ValueError``, so that an API answers it as bad input (422) like any other.
+    """
+
+
 @functools.lru_cache(maxsize=4096)
 def check_name(name: str, what: str = "name") -> str:
     """``name`` if it is a valid measurement, tag or field name, else :class:`ValueError`.
@@ -173,17 +180,30 @@ class Bucket:
 
 
 MAX_BUCKETS = 100_000
-"""The most periods one downsampled query may span."""
+"""The most periods one downsampled query may span (InfluxDB's ``max-select-buckets``, on
+every store): it bounds the answer whatever the data holds."""
 
 
-def check_buckets(start_ns: int, end_ns: int, every_ns: int) -> None:
-    """Validate a downsampled query's range and period; raise ``ValueError`` saying why."""
-    if every_ns < 10**9 or every_ns % 10**9:
-        raise ValueError("the period must be a whole number of seconds, at least 1 s")
+def check_buckets(start_ns: int, end_ns: int, every_ns: int) -> tuple[int, int]:
+    """Validate a downsampled query's range and period (:class:`InvalidQuery` saying why);
+    the range, clamped to InfluxDB's time range.
+
+    The period is at most :data:`MAX_TIME_NS`, so that it is an int64 on both stores.
+    """
+    for name, value in (("start_ns", start_ns), ("end_ns", end_ns), ("every_ns", every_ns)):
+        if type(value) is not int:
+            raise InvalidQuery(f"{name} must be an int (nanoseconds)")
+    if not 10**9 <= every_ns <= MAX_TIME_NS or every_ns % 10**9:
+        raise InvalidQuery("the period must be a whole number of seconds, at least 1 s")
     if start_ns >= end_ns:
-        raise ValueError("the range must start before it ends")
-    if (end_ns - start_ns) // every_ns > MAX_BUCKETS:
-        raise ValueError(f"the range spans more than {MAX_BUCKETS} periods: use a longer one")
+        raise InvalidQuery("the range must start before it ends")
+    start, end = max(start_ns, MIN_TIME_NS), min(end_ns, MAX_TIME_NS + 1)
+    if start < end and (end - 1) // every_ns - start // every_ns >= MAX_BUCKETS:
+        raise InvalidQuery(
+            f"the range spans more than {MAX_BUCKETS} periods of {every_ns // 10**9} s: "
+            "use a shorter range or a longer period"
+        )
+    return start, end
 
 
 class TelemetryStore(Protocol):
@@ -229,8 +249,11 @@ class TelemetryStore(Protocol):
     ) -> list[Bucket]:
         """Numeric values of ``field`` in the series matching ``tags`` (all of them
         together) in ``[start_ns, end_ns)``, as mean, min, max and count per period of
-        ``every_ns``; periods without values are left out; oldest first. Raises
-        ``ValueError`` for a bad range or period (:func:`check_buckets`)."""
+        ``every_ns``; periods without values are left out; oldest first.
+
+        Only float and integer values count: a string or boolean field has no buckets.
+        Raises :class:`InvalidQuery` for a bad name, range or period (:func:`check_buckets`).
+        """
         ...
 
     def series(self, measurement: str) -> list[dict[str, str]]:
@@ -249,14 +272,20 @@ class TelemetryStore(Protocol):
 def check_query(
     measurement: str, field: str | None, names: Sequence[str], limit: int | None
 ) -> None:
-    """Validate query arguments so stores can put them in queries without surprises."""
-    check_name(measurement, "measurement")
-    if field is not None:
-        check_name(field, "field")
-    for name in names:
-        check_name(name, "tag key")
+    """Validate query arguments so stores can put them in queries without surprises.
+
+    Raises :class:`InvalidQuery` (a ``ValueError``, as it was before that class existed).
+    """
+    try:
+        check_name(measurement, "measurement")
+        if field is not None:
+            check_name(field, "field")
+        for name in names:
+            check_name(name, "tag key")
+    except ValueError as exc:
+        raise InvalidQuery(str(exc)) from None
     if limit is not None and limit < 0:
-        raise ValueError("limit must not be negative")
+        raise InvalidQuery("limit must not be negative")
 
 
 def sort_tag_sets(tag_sets: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -335,7 +335,7 @@ class SqliteTelemetryStore:
         every_ns: int,
     ) -> list[Bucket]:
         check_query(measurement, field, list(tags), None)
-        check_buckets(start_ns, end_ns, every_ns)
+        start, end = check_buckets(start_ns, end_ns, every_ns)
         with self._connection() as conn:
             ids = [
                 series_id
@@ -344,19 +344,22 @@ class SqliteTelemetryStore:
             ]
             if not ids:
                 return []
-            # The period start is floor(time / every) * every, also before 1970 (SQLite's
-            # % truncates toward zero); only numbers count, as InfluxDB's mean() does.
+            # Periods are numbered floor(time / every), also before 1970 (SQLite's / and %
+            # truncate toward zero), and multiplied out in Python, where nothing overflows.
+            # Only JSON numbers count: ->> reads true and false as 1 and 0, and InfluxDB
+            # has no mean() of booleans or text.
             sql = (
                 "SELECT period, AVG(value), MIN(value), MAX(value), COUNT(value) FROM ("  # noqa: S608
-                "SELECT time_ns - (((time_ns % ?) + ?) % ?) AS period, fields ->> ? AS value "
+                "SELECT time_ns / ? - (time_ns % ? < 0) AS period, fields ->> ? AS value "
                 f"FROM points WHERE series_id IN ({','.join('?' * len(ids))}) "
-                "AND time_ns >= ? AND time_ns < ?"
-                ") WHERE typeof(value) IN ('integer', 'real') GROUP BY period ORDER BY period"
+                "AND time_ns >= ? AND time_ns < ? AND json_type(fields, ?) IN ('integer', 'real')"
+                ") GROUP BY period ORDER BY period"
             )
-            params = [every_ns, every_ns, every_ns, _path(field), *ids, start_ns, end_ns]
+            path = _path(field)
+            params = [every_ns, every_ns, path, *ids, start, end, path]
             rows = conn.execute(sql, params).fetchall()
         return [
-            Bucket(int(period), float(mean), float(low), float(high), int(count))
+            Bucket(period * every_ns, float(mean), float(low), float(high), int(count))
             for period, mean, low, high, count in rows
         ]
 
