@@ -32,7 +32,13 @@ from cloud_api.context import Services
 from contracts.mqtt import software_version
 from gateway.ledger import Ledger, LedgerError, LedgerUnavailable
 from gateway.personal import Keyring, PersonalDataError
-from gateway.telemetry import StoreError, StoreUnavailable, TelemetryStore, open_store
+from gateway.telemetry import (
+    InvalidQuery,
+    StoreError,
+    StoreUnavailable,
+    TelemetryStore,
+    open_store,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -108,6 +114,8 @@ def create_app(
 
     @app.exception_handler(StoreError)
     async def store_problem(request: Request, exc: StoreError) -> JSONResponse:
+        if isinstance(exc, InvalidQuery):
+            return problems.problem(422, "Invalid request", str(exc))
         status = 503 if isinstance(exc, StoreUnavailable) else 500
         return problems.problem(status, "Telemetry store unavailable", str(exc))
 
