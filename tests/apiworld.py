@@ -15,8 +15,11 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
+from cloud_api.app import create_app
 from cloud_api.auth import Accounts
+from cloud_api.config import ApiConfig
 from contracts import StatusBody, TemperatureBody, make_envelope
 from contracts.events import IdentityRead
 from gateway.convert import to_points
@@ -24,7 +27,7 @@ from gateway.ledger import Ledger, RealnameRow
 from gateway.personal import Keyring
 from gateway.registry import DeviceEntry, Registry, Routing, StationEntry
 from gateway.telemetry import TelemetryStore, open_store
-from gateway.telemetry.config import SqliteStoreConfig
+from gateway.telemetry.config import SqliteStoreConfig, StoreConfig
 from postedge.localservers import free_port
 from tests.helpers import wait_until
 
@@ -182,3 +185,24 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+@contextlib.contextmanager
+def api_over(
+    tmp_path: Path, store: StoreConfig, registry: Registry
+) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """The API over ``store`` and a fresh SQLite ledger holding ``registry``, with the
+    headers of a supervisor who sees every station."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'api-ledger.sqlite'}")
+    ledger.open()
+    try:
+        ledger.sync_registry(registry)
+        accounts = Accounts(ledger, session_ttl=timedelta(hours=1))
+        now = datetime.now(UTC)
+        accounts.save_user("qa", role="supervisor", scopes=["*"], password=PASSWORD, now=now)
+        token = accounts.issue("qa", kind="api", label="tests", now=now).token
+        app = create_app(ApiConfig(store=store), ledger=ledger)
+        with TestClient(app) as client:
+            yield client, {"Authorization": f"Bearer {token}"}
+    finally:
+        ledger.close()

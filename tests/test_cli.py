@@ -16,7 +16,7 @@ COMMANDS = [
     (["edge", "run"], ["STATION.toml", "SIGTERM"]),
     (["gateway"], ["run"]),
     (["gateway", "run"], ["GATEWAY.toml", "--workers", "_deadletter"]),
-    (["api"], ["--config", "--port", "/api/v1/stations"]),
+    (["api"], ["--config", "--port", "/api/v1/", "users", "tokens"]),
     (["sim"], ["probe", "ds18b20", "scanner", "lockboard", "idcard", "sorter", "xray"]),
     (["sim", "probe"], ["--scenario", "excursion"]),
     (["demo"], ["--api-port", "--duration", "--workdir"]),

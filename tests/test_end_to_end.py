@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from cloud_api.app import create_app
-from cloud_api.config import ApiConfig
 from contracts import TemperatureEnvelope, decode
 from firmware_bridge.sim.probe import ProbeSimulator, Scenario, SimulatedProbe
+from gateway.registry import DeviceEntry, Registry, StationEntry
 from gateway.service import GatewayWorker
 from gateway.telemetry.config import InfluxStoreConfig
 from postedge.localservers import Influxd, Mosquitto
+from tests.apiworld import api_over
 from tests.conftest import (
     OBSERVER_PASSWORD,
     OBSERVER_USER,
@@ -42,14 +42,31 @@ READINGS = 12
 ALL_TIME = {"start": "2020-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}
 
 
-def series(api: TestClient, probe: str) -> list[dict[str, object]]:
+REGISTRY = Registry(
+    stations=[StationEntry(id=STATION, name="村服务点", division="411523105201", tier="village")],
+    devices=[DeviceEntry(id=DEVICE, station=STATION, role="probe")],
+)
+
+Api = tuple[TestClient, dict[str, str]]
+
+
+def series(api: Api, probe: str) -> list[dict[str, object]]:
+    client, headers = api
     url = f"/api/v1/probes/{STATION}/{DEVICE}/{probe}/temperature"
-    points: list[dict[str, object]] = api.get(url, params=ALL_TIME).json()["points"]
+    body = client.get(url, params=ALL_TIME, headers=headers).json()
+    points: list[dict[str, object]] = body["points"]
     return points
 
 
-def has_points(api: TestClient, probe: str, count: int) -> bool:
+def has_points(api: Api, probe: str, count: int) -> bool:
     return len(series(api, probe)) >= count
+
+
+def devices(api: Api) -> list[dict[str, object]]:
+    client, headers = api
+    items = client.get("/api/v1/stations", headers=headers).json()["items"]
+    found: list[dict[str, object]] = items[0]["devices"] if items else []
+    return found
 
 
 def station_toml(tmp_path: Path, broker: Mosquitto, device_path: str) -> Path:
@@ -129,6 +146,7 @@ def start_edge(
 
 
 def test_probe_readings_reach_the_api_exactly(
+    tmp_path: Path,
     mosquitto: Mosquitto,
     store: InfluxStoreConfig,
     gateway: GatewayWorker,
@@ -143,7 +161,7 @@ def test_probe_readings_reach_the_api_exactly(
         output = edge.communicate(timeout=20)[0].decode()
         assert edge.returncode == 0, output
         published = [decode(m.payload) for m in observer.messages]
-        with TestClient(create_app(ApiConfig(store=store))) as api:
+        with api_over(tmp_path, store, REGISTRY) as api:
             for unit, probe in ((1, "medicine"), (2, "freezer")):
                 sent = [
                     e
@@ -158,22 +176,26 @@ def test_probe_readings_reach_the_api_exactly(
                 points = series(api, probe)
                 assert [p["celsius"] for p in points] == simulator.served[unit]
                 assert points == [
-                    {"ts": e.model_dump(mode="json")["ts"], "celsius": e.body.celsius} for e in sent
-                ]
-            stations = api.get("/api/v1/stations").json()
-        assert stations == [
-            {
-                "id": STATION,
-                "devices": [{"id": DEVICE, "online": False, "probes": ["freezer", "medicine"]}],
-            }
+                    {"ts": e.model_dump(mode="json")["ts"], "celsius": e.body.celsius,
+                     "min": None, "max": None}
+                    for e in sent
+                ]  # fmt: skip
+            [device] = devices(api)
+        assert (device["id"], device["role"], device["online"], device["probes"]) == (
+            DEVICE, "probe", False, ["freezer", "medicine"]
+        )  # fmt: skip
+        humidity = [
+            e.body.humidity
+            for e in published
+            if isinstance(e, TemperatureEnvelope) and e.body.probe == "medicine"
         ]
-        humidity = [e.body.humidity for e in published if e.body.probe == "medicine"]
         assert all(h is not None and 0 <= h <= 100 for h in humidity)
     finally:
         observer.close()
 
 
 def test_device_goes_offline_in_the_api_when_the_edge_dies(
+    tmp_path: Path,
     mosquitto: Mosquitto,
     store: InfluxStoreConfig,
     gateway: GatewayWorker,
@@ -183,11 +205,11 @@ def test_device_goes_offline_in_the_api_when_the_edge_dies(
     observer = Observer(mosquitto, OBSERVER_USER, OBSERVER_PASSWORD, "postedge/v1/+/+/status")
     edge = start_edge()
     try:
-        with TestClient(create_app(ApiConfig(store=store))) as api:
+        with api_over(tmp_path, store, REGISTRY) as api:
 
-            def online() -> bool | None:
-                stations = api.get("/api/v1/stations").json()
-                return stations[0]["devices"][0]["online"] if stations else None
+            def online() -> object:
+                found = devices(api)
+                return found[0]["online"] if found else None
 
             wait_until(lambda: online() is True, timeout=20, what="device online")
             edge.kill()
