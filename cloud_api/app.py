@@ -135,7 +135,7 @@ def create_app(
         routes_commands,
         routes_live,
         routes_parcels,
-        # routes_reports,
+        routes_reports,
         routes_stations,
     )
 
@@ -145,7 +145,7 @@ def create_app(
         routes_alerts,
         routes_parcels,
         routes_commands,
-        # routes_reports,
+        routes_reports,
         routes_live,
     ):
         app.include_router(module.router)
