@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Connection, Row, Select, func, select
 
 from cloud_api.auth import SESSION_COOKIE, Accounts, Principal
 from cloud_api.commands import CommandSender
@@ -124,6 +124,24 @@ def visible_ids(found: Services, user: Principal, station: str | None) -> list[s
     if station is not None:
         return [station_in_scope(found, user, station).id]
     return [ref.id for ref in stations_in_scope(found, user)]
+
+
+def page_of(
+    connection: Connection,
+    query: Select[Any],
+    condition: ColumnElement[bool],
+    page: int,
+    per_page: int,
+) -> tuple[list[Row[Any]], int]:
+    """One page of ``query`` filtered by ``condition`` (whose FROM it must carry), and
+    how many rows match in all."""
+    total = connection.execute(
+        select(func.count()).select_from(query.where(condition).order_by(None).subquery())
+    ).scalar_one()
+    rows = connection.execute(
+        query.where(condition).offset((page - 1) * per_page).limit(per_page)
+    ).all()
+    return list(rows), int(total)
 
 
 def audit(

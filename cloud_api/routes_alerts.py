@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, select
 
 from cloud_api.auth import Principal
 from cloud_api.context import (
     Reader,
     ServicesDep,
+    page_of,
     require,
     station_in_scope,
     visible_ids,
@@ -76,19 +77,10 @@ def alerts(
         where.append(a.raised_at >= aware(since, "since"))
     if until is not None:
         where.append(a.raised_at < aware(until, "until"))
-    condition = and_(*where)
+    newest_first = select(a.id).order_by(a.raised_at.desc(), a.id.desc())
     with services.ledger.transaction(write=False) as tx:
-        total = tx.connection.execute(
-            select(func.count()).select_from(t.alerts).where(condition)
-        ).scalar_one()
-        ids = tx.connection.execute(
-            select(a.id)
-            .where(condition)
-            .order_by(a.raised_at.desc(), a.id.desc())
-            .offset((page - 1) * per_page)
-            .limit(per_page)
-        ).scalars()
-        rows = [tx.alert(int(alert_id)) for alert_id in ids]
+        found, total = page_of(tx.connection, newest_first, and_(*where), page, per_page)
+        rows = [tx.alert(int(row.id)) for row in found]
     items = [alert_out(row) for row in rows if row is not None]
     return Page[AlertOut](items=items, page=page, per_page=per_page, total=int(total))
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from sqlalchemy import ColumnElement, Connection, and_, func, select
+from sqlalchemy import ColumnElement, Connection, and_, select
 
 from cloud_api.auth import Principal
 from cloud_api.context import (
     Reader,
     Services,
     ServicesDep,
+    page_of,
     require,
     station_in_scope,
     stations_in_scope,
@@ -56,18 +57,9 @@ def parcels(
     where: list[ColumnElement[bool]] = [p.station.in_(stations)]
     if waybill is not None:
         where.append(p.waybill.startswith(waybill, autoescape=True))
-    condition = and_(*where)
+    newest_first = select(t.parcels).order_by(p.accepted_at.desc(), p.waybill)
     with services.ledger.transaction(write=False) as tx:
-        total = tx.connection.execute(
-            select(func.count()).select_from(t.parcels).where(condition)
-        ).scalar_one()
-        rows = tx.connection.execute(
-            select(t.parcels)
-            .where(condition)
-            .order_by(p.accepted_at.desc(), p.waybill)
-            .offset((page - 1) * per_page)
-            .limit(per_page)
-        ).all()
+        rows, total = page_of(tx.connection, newest_first, and_(*where), page, per_page)
         waybills = [row.waybill for row in rows]
         states = _clearances(tx.connection, waybills)
     items = [

@@ -142,6 +142,17 @@ def build_world(ledger_url: str, tmp_path: Path) -> World:
     return world
 
 
+@contextlib.contextmanager
+def world_at(ledger_url: str, tmp_path: Path) -> Iterator[World]:
+    """:func:`build_world`, closed again after the block."""
+    built = build_world(ledger_url, tmp_path)
+    try:
+        yield built
+    finally:
+        built.store.close()
+        built.ledger.close()
+
+
 def _parcel(world: World) -> None:
     protected = world.keyring.protect(
         IdentityRead(

@@ -15,17 +15,13 @@ from cloud_api.auth import ROLES, password_matches
 from cloud_api.config import ApiConfig
 from gateway.coldchain.config import ColdChainConfig
 from postedge.apiusers import ROLES as CLI_ROLES
-from tests.apiworld import NAME, NUMBER, PASSWORD, WAYBILL, World, build_world
+from tests.apiworld import NAME, NUMBER, PASSWORD, WAYBILL, World, world_at
 
 
 @pytest.fixture
 def world(ledger_url: str, tmp_path: Path) -> Iterator[World]:
-    built = build_world(ledger_url, tmp_path)
-    try:
+    with world_at(ledger_url, tmp_path) as built:
         yield built
-    finally:
-        built.store.close()
-        built.ledger.close()
 
 
 @pytest.fixture
@@ -321,7 +317,7 @@ def test_unknown_probe_is_404_problem(api: TestClient, world: World) -> None:
     ],
 )
 def test_bad_requests_are_422_problems(
-    api: TestClient, world: World, path: str, params: dict[str, object], fragment: str
+    api: TestClient, world: World, path: str, params: dict[str, str | int], fragment: str
 ) -> None:
     response = api.get(path, params=params, headers=world.auth("admin"))
     assert response.status_code == 422

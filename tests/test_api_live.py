@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from cloud_api.app import create_app
 from cloud_api.config import ApiBrokerConfig, ApiConfig
 from postedge.localservers import Mosquitto
-from tests.apiworld import World, build_world, serve
+from tests.apiworld import World, serve, world_at
 from tests.conftest import GATEWAY_PASSWORD, GATEWAY_USER, OBSERVER_PASSWORD, OBSERVER_USER
 from tests.helpers import Observer
 
@@ -29,12 +29,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    built = build_world(f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path)
-    try:
+    with world_at(f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path) as built:
         yield built
-    finally:
-        built.store.close()
-        built.ledger.close()
 
 
 class EventStream:

@@ -24,7 +24,7 @@ from cloud_api.app import create_app
 from cloud_api.auth import Accounts
 from cloud_api.config import ApiConfig
 from gateway.coldchain.config import ColdChainConfig
-from tests.apiworld import PASSWORD, World, build_world
+from tests.apiworld import PASSWORD, World, world_at
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +36,8 @@ value, small enough for the suite's time budget."""
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp_path: Path = tmp_path_factory.mktemp("schema")
-    built = build_world(f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path)
-    try:
+    with world_at(f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path) as built:
         yield built
-    finally:
-        built.store.close()
-        built.ledger.close()
 
 
 @pytest.fixture(scope="module")

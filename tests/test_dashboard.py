@@ -26,7 +26,7 @@ from cloud_api.config import ApiConfig
 from contracts import StatusBody, TemperatureBody, make_envelope
 from gateway.coldchain.config import ColdChainConfig, ProbeAssignment
 from gateway.convert import to_points
-from tests.apiworld import NAME, NUMBER, PASSWORD, WAYBILL, World, build_world, serve
+from tests.apiworld import NAME, NUMBER, PASSWORD, WAYBILL, World, serve, world_at
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
@@ -77,14 +77,10 @@ def recent_readings(now: datetime) -> list[Any]:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    built = build_world(f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path)
-    now = datetime.now(UTC)
-    built.store.write([point for e in recent_readings(now) for point in to_points(e)])
-    try:
+    with world_at(f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path) as built:
+        now = datetime.now(UTC)
+        built.store.write([point for e in recent_readings(now) for point in to_points(e)])
         yield built
-    finally:
-        built.store.close()
-        built.ledger.close()
 
 
 def dashboard_app(world: World) -> FastAPI:

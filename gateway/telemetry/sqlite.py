@@ -314,11 +314,7 @@ class SqliteTelemetryStore:
         if limit == 0:
             return []
         with self._connection() as conn:
-            ids = [
-                series_id
-                for series_id, tag_set in _series_of(conn, measurement)
-                if all(tag_set.get(key) == value for key, value in tags.items())
-            ]
+            ids = _matching_series(conn, measurement, tags)
             if not ids:
                 return []
             sql, params = _range_query(ids, _path(field), start_ns, end_ns, limit)
@@ -337,11 +333,7 @@ class SqliteTelemetryStore:
         check_query(measurement, field, list(tags), None)
         start, end = check_buckets(start_ns, end_ns, every_ns)
         with self._connection() as conn:
-            ids = [
-                series_id
-                for series_id, tag_set in _series_of(conn, measurement)
-                if all(tag_set.get(key) == value for key, value in tags.items())
-            ]
+            ids = _matching_series(conn, measurement, tags)
             if not ids:
                 return []
             # Periods are numbered floor(time / every), also before 1970 (SQLite's / and %
@@ -396,6 +388,17 @@ def _series_id(conn: sqlite3.Connection, measurement: str, tags: Mapping[str, st
 def _series_of(conn: sqlite3.Connection, measurement: str) -> list[tuple[int, dict[str, str]]]:
     rows = conn.execute("SELECT id, tags FROM series WHERE measurement = ?", (measurement,))
     return [(series_id, json.loads(tags)) for series_id, tags in rows]
+
+
+def _matching_series(
+    conn: sqlite3.Connection, measurement: str, tags: Mapping[str, str]
+) -> list[int]:
+    """The ids of the measurement's series whose tags include ``tags``."""
+    return [
+        series_id
+        for series_id, tag_set in _series_of(conn, measurement)
+        if all(tag_set.get(key) == value for key, value in tags.items())
+    ]
 
 
 def _range_query(
