@@ -30,7 +30,11 @@ def test_service_configs_load() -> None:
     gateway = load_gateway_config(DOCKER / "gateway.toml")
     assert gateway.store.kind == "influxdb"
     assert gateway.broker.host == "mosquitto"
-    assert load_api_config(DOCKER / "api.toml").api.host == "0.0.0.0"
+    api = load_api_config(DOCKER / "api.toml")
+    assert api.api.host == "0.0.0.0"
+    assert api.ledger.url == "sqlite:////var/lib/postedge/data/ledger.sqlite"  # the shared volume
+    assert api.broker is not None
+    assert api.broker.host == "mosquitto"
 
 
 def test_broker_acl_is_the_one_the_code_writes() -> None:
