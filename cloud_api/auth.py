@@ -25,6 +25,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -159,6 +160,44 @@ class Principal:
             if kind == "division" and division.startswith(value):
                 return True
         return False
+
+
+# -- failed logins ---------------------------------------------------------------------
+
+
+class LoginThrottle:
+    """Failed logins per user name: after ``limit`` failures within ``window``, that name
+    is refused until the oldest of them is ``window`` old. In memory, per API process: it
+    slows password guessing, a proxy's rate limit stops floods.
+    """
+
+    def __init__(self, *, limit: int = 5, window: timedelta = timedelta(minutes=15)) -> None:
+        self._limit = limit
+        self._window = window
+        self._failures: dict[str, list[datetime]] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, name: str, now: datetime) -> timedelta | None:
+        """How long ``name`` must wait before trying again; None if it may try now."""
+        with self._lock:
+            recent = [at for at in self._failures.get(name, []) if now - at < self._window]
+            if recent:
+                self._failures[name] = recent
+            else:
+                self._failures.pop(name, None)
+            if len(recent) < self._limit:
+                return None
+            return recent[0] + self._window - now
+
+    def failed(self, name: str, now: datetime) -> None:
+        with self._lock:
+            self._failures.setdefault(name, []).append(now)
+            if len(self._failures) > 10_000:  # bound the memory a flood of names can take
+                self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            self._failures.pop(name, None)
 
 
 # -- the ledger's side -----------------------------------------------------------------

@@ -8,7 +8,7 @@ Routes declare ``services: ServicesDep`` and a principal with the permission the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -17,7 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import ColumnElement, Connection, Row, Select, func, select
 
-from cloud_api.auth import SESSION_COOKIE, Accounts, Principal
+from cloud_api.auth import SESSION_COOKIE, Accounts, LoginThrottle, Principal
 from cloud_api.commands import CommandSender
 from gateway.coldchain.config import ColdChainConfig
 from gateway.ledger import Ledger
@@ -38,6 +38,7 @@ class Services:
     coldchain: ColdChainConfig | None = None
     poll_s: float = 1.0
     """How often live event streams look for changes."""
+    logins: LoginThrottle = field(default_factory=LoginThrottle)
 
     def now(self) -> datetime:
         return datetime.now(UTC)

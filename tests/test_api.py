@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from cloud_api.app import create_app
-from cloud_api.auth import ROLES, password_matches
+from cloud_api.auth import ROLES, LoginThrottle, password_matches
 from cloud_api.config import ApiConfig
 from gateway.coldchain.config import ColdChainConfig
 from postedge.apiusers import ROLES as CLI_ROLES
@@ -411,3 +412,26 @@ def test_openapi_documents_the_routes_and_bearer_auth(api: TestClient) -> None:
     document = api.get("/openapi.json").json()
     assert {path for _, path in api_routes()} <= set(document["paths"])
     assert "HTTPBearer" in document["components"]["securitySchemes"]
+
+
+def test_repeated_failed_logins_are_refused_for_a_while(api: TestClient) -> None:
+    wrong = {"username": "sup", "password": "not it at all"}
+    assert [api.post("/api/v1/login", json=wrong).status_code for _ in range(5)] == [401] * 5
+    refused = api.post("/api/v1/login", json={"username": "sup", "password": PASSWORD})
+    assert refused.status_code == 429  # even the right password, until the window passes
+    assert 800 <= int(refused.headers["retry-after"]) <= 901
+    # Another user name is not affected.
+    other = api.post("/api/v1/login", json={"username": "op", "password": PASSWORD})
+    assert other.status_code == 200
+
+
+def test_the_login_throttle_forgets_old_failures() -> None:
+    throttle = LoginThrottle(limit=2, window=timedelta(minutes=10))
+    start = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
+    throttle.failed("a", start)
+    throttle.failed("a", start + timedelta(minutes=1))
+    assert throttle.wait("a", start + timedelta(minutes=2)) == timedelta(minutes=8)
+    assert throttle.wait("a", start + timedelta(minutes=10)) is None  # the first expired
+    throttle.failed("a", start + timedelta(minutes=10))
+    throttle.succeeded("a")
+    assert throttle.wait("a", start + timedelta(minutes=10)) is None

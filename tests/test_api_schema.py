@@ -97,6 +97,6 @@ def test_no_server_errors_and_responses_match_the_schema(
 
     check()
     if label == "POST /api/v1/login":  # generated names and passwords never match
-        assert set(statuses) <= {401, 422}, statuses
+        assert set(statuses) <= {401, 422, 429}, statuses  # 429: one name failed often
     else:  # the generated calls reached the operation, not only the authentication
         assert any(status not in (401, 403) for status in statuses), statuses
