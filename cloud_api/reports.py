@@ -70,6 +70,7 @@ from cloud_api.report_model import (
 )
 from cloud_api.schemas import iso
 from contracts.station import SortReason
+from contracts.timestamps import to_epoch_ns
 from gateway.coldchain.exposure import COLDCHAIN_DAILY, DailyFigures, read_daily
 from gateway.coldchain.metrics import mean_kinetic_temperature
 from gateway.convert import DEVICE_STATUS
@@ -104,7 +105,6 @@ _LOOKBACK = (timedelta(days=31), timedelta(days=366))
 """How far back a device's last status is looked for, step by step; then without limit."""
 _DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class UnknownStation(LookupError):
@@ -416,7 +416,7 @@ def _uptime(
 ) -> Uptime:
     """Online time in ``[start, end)`` from the device's status changes."""
     tags = {"station": station, "device": device}
-    start_ns, end_ns = _ns(start), _ns(end)
+    start_ns, end_ns = to_epoch_ns(start), to_epoch_ns(end)
     if end_ns <= start_ns:  # a period that has not begun
         return Uptime(device=device, role=role, online_ratio=None, online_h=0.0)
     during = store.query_series(DEVICE_STATUS, "state", tags, start_ns, end_ns)
@@ -442,14 +442,10 @@ def _state_before(store: TelemetryStore, tags: dict[str, str], start_ns: int) ->
     """The device's last status before ``start_ns``: a month back, a year, then all."""
     until = start_ns
     for back in _LOOKBACK:
-        since = start_ns - _ns(_EPOCH + back)
+        since = start_ns - back // timedelta(microseconds=1) * 1000
         values = store.query_series(DEVICE_STATUS, "state", tags, since, until)
         if values:
             return values[-1].value
         until = since
     values = store.query_series(DEVICE_STATUS, "state", tags, None, until)
     return values[-1].value if values else None
-
-
-def _ns(value: datetime) -> int:
-    return (value - _EPOCH) // timedelta(microseconds=1) * 1000

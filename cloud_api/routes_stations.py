@@ -26,6 +26,7 @@ from cloud_api.schemas import (
     iso,
 )
 from contracts import ID_PATTERN
+from contracts.timestamps import from_epoch_ns, to_epoch_ns
 from gateway.convert import DEVICE_STATUS, TEMPERATURE
 from gateway.ledger import schema as t
 
@@ -37,7 +38,6 @@ EVERY = {"1m": 60, "5m": 300, "1h": 3600}
 
 IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 Every = Literal["1m", "5m", "1h"]
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @router.get(
@@ -109,7 +109,7 @@ def describe(services: Services, refs: list[StationRef]) -> list[StationOut]:
                 id=device,
                 role=roles.get((ref.id, device)),
                 online=key in status and status[key].value == "online",
-                last_seen=iso(_from_ns(status[key].time_ns)) if key in status else None,
+                last_seen=iso(from_epoch_ns(status[key].time_ns)) if key in status else None,
                 probes=sorted(probes.get(key, [])),
             )
             for key in keys
@@ -168,22 +168,27 @@ def temperature(
     if every is not None:
         try:
             buckets = services.store.query_buckets(
-                TEMPERATURE, "celsius", tags, ns(start_at), ns(end_at), EVERY[every] * 10**9
+                TEMPERATURE,
+                "celsius",
+                tags,
+                to_epoch_ns(start_at),
+                to_epoch_ns(end_at),
+                EVERY[every] * 10**9,
             )
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         points = [
             TemperaturePointOut(
-                ts=iso(_from_ns(b.time_ns)) or "", celsius=b.mean, min=b.min, max=b.max
+                ts=iso(from_epoch_ns(b.time_ns)) or "", celsius=b.mean, min=b.min, max=b.max
             )
             for b in buckets[:limit]
         ]
     else:
         values = services.store.query_series(
-            TEMPERATURE, "celsius", tags, ns(start_at), ns(end_at), limit=limit
+            TEMPERATURE, "celsius", tags, to_epoch_ns(start_at), to_epoch_ns(end_at), limit=limit
         )
         points = [
-            TemperaturePointOut(ts=iso(_from_ns(v.time_ns)) or "", celsius=float(v.value))
+            TemperaturePointOut(ts=iso(from_epoch_ns(v.time_ns)) or "", celsius=float(v.value))
             for v in values
         ]
     if not points and tags not in services.store.series(TEMPERATURE):
@@ -234,11 +239,3 @@ def aware(value: datetime, name: str) -> datetime:
     if value.tzinfo is None:
         raise HTTPException(422, f"{name} must carry a time zone, e.g. 2026-11-25T08:00:00+08:00")
     return value
-
-
-def ns(value: datetime) -> int:
-    return (value - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
-def _from_ns(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value // 1000)

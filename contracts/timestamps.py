@@ -37,6 +37,17 @@ def from_epoch_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+def to_epoch_ns(value: datetime) -> int:
+    """Nanoseconds since the Unix epoch, exact to the microsecond (a datetime holds no
+    finer); ``value`` must be aware. Not ``timestamp()``: a float is too coarse for ns."""
+    return (value - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def from_epoch_ns(ns: int) -> datetime:
+    """The aware UTC datetime of ``ns`` since the epoch, rounded down to the microsecond."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 UtcTimestamp = Annotated[

@@ -32,7 +32,7 @@ last digits, so simultaneous changes of different alerts do not overwrite each o
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from contracts import (
     AnyEnvelope,
@@ -56,7 +56,7 @@ from contracts.envelope import (
     PickupEnvelope,
     SortMissEnvelope,
 )
-from contracts.timestamps import to_epoch_ms
+from contracts.timestamps import to_epoch_ms, to_epoch_ns
 from gateway.deadletter import DeadLetter
 from gateway.telemetry import FieldValue, TelemetryPoint
 
@@ -69,8 +69,6 @@ DEADLETTER = "deadletter"
 ALERT = "alert"
 
 _NS_PER_MS = 1_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 EventEnvelope = (
     ScanEnvelope
@@ -279,5 +277,5 @@ def alert_point(alert: AlertMessage, change: str, at: datetime) -> TelemetryPoin
             "subject": alert.subject,
             "details": compact_json(alert.details),
         },
-        time_ns=(at - _EPOCH) // _MICROSECOND * 1000 + number % 1000,
+        time_ns=to_epoch_ns(at) + number % 1000,
     )

@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from contracts.profiles import Limits
+from contracts.timestamps import to_epoch_ns
 
 ACTIVATION_ENERGY_J_PER_MOL = 83_144.0
 """ΔH of the MKT formula: the pharmacopoeias' conventional 83.144 kJ/mol."""
@@ -181,10 +182,4 @@ def day_window(day: date, tz: ZoneInfo) -> tuple[int, int]:
     """
     start = datetime.combine(day, time(0), tzinfo=tz)
     end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
-    return _epoch_ns(start), _epoch_ns(end)
-
-
-def _epoch_ns(moment: datetime) -> int:
-    """Exact ns since the epoch (``timestamp()`` is a float, too coarse for ns)."""
-    since = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (since.days * 86_400 + since.seconds) * _NS_PER_S + since.microseconds * 1_000
+    return to_epoch_ns(start), to_epoch_ns(end)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from contracts.timestamps import to_epoch_ns
 from gateway.coldchain.config import ColdChainConfig
 from gateway.coldchain.exposure import daily_point, parcel_point, probe_exposure
 from gateway.coldchain.metrics import day_window
@@ -36,10 +37,6 @@ _ITEMS_PER_PASS = 20
 """Days or stays measured per pass: a long-silent gateway catches up over several ticks."""
 CATCH_UP_DAYS = 62
 """How far back unmeasured days are still measured (two monthly ledgers)."""
-
-
-def _ns(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000) * 1_000_000
 
 
 @dataclass
@@ -90,7 +87,7 @@ class Reporter:
         while len(done.days) < _ITEMS_PER_PASS:
             day += timedelta(days=1)
             start_ns, end_ns = day_window(day, self._zone)
-            if end_ns > _ns(settled):
+            if end_ns > to_epoch_ns(settled):
                 return
             exposure = probe_exposure(
                 self._store,
@@ -119,8 +116,8 @@ class Reporter:
         exposure = probe_exposure(
             self._store,
             *key,
-            _ns(stay.since),
-            _ns(stay.until),
+            to_epoch_ns(stay.since),
+            to_epoch_ns(stay.until),
             watched.limits,
             rules.offline_after_s,
             rules.plausible,
