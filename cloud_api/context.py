@@ -60,7 +60,6 @@ UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="postedge"'}
 
 
 def principal(
-    request: Request,
     found: ServicesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
@@ -72,7 +71,6 @@ def principal(
     user = found.accounts.authenticate(token, found.now())
     if user is None:
         raise HTTPException(401, "Token unknown, expired or revoked", headers=UNAUTHORIZED)
-    request.state.principal = user
     return user
 
 

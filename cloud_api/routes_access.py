@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 
-from cloud_api.auth import SESSION_COOKIE, AuthError, Principal
+from cloud_api.auth import ROLE_PERMISSIONS, SESSION_COOKIE, AuthError, Principal
 from cloud_api.context import ServicesDep, audit, principal, require
 from cloud_api.schemas import (
     AuditOut,
@@ -32,8 +32,6 @@ Anyone = Annotated[Principal, Depends(principal)]
 
 
 def user_out(user: UserRow | Principal) -> UserOut:
-    from cloud_api.auth import ROLE_PERMISSIONS
-
     active = user.active if isinstance(user, UserRow) else True
     return UserOut(
         name=user.name,

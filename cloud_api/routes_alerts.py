@@ -91,12 +91,13 @@ def _number(alert_id: str) -> int:
 
 def _act(alert_id: str, user: Principal, services: ServicesDep, action: str) -> AlertOut:
     number = _number(alert_id)
-    with services.ledger.transaction() as tx:
+    with services.ledger.transaction(write=False) as tx:
         row = tx.alert(number)
-        if row is None:
-            raise HTTPException(404, f"no alert:{number}")
-        station_in_scope(services, user, row.station)
-        now = services.now()
+    if row is None:
+        raise HTTPException(404, f"no alert:{number}")
+    station_in_scope(services, user, row.station)
+    now = services.now()
+    with services.ledger.transaction() as tx:
         if action == "acknowledge":
             done = tx.acknowledge_alert(number, by=user.name, at=now)
         else:

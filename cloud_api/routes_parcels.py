@@ -11,8 +11,8 @@ from sqlalchemy import ColumnElement, Connection, and_, select
 from cloud_api.auth import Principal
 from cloud_api.context import (
     Reader,
-    Services,
     ServicesDep,
+    audit,
     page_of,
     require,
     station_in_scope,
@@ -32,7 +32,7 @@ from cloud_api.schemas import (
     iso,
 )
 from gateway.ledger import schema as t
-from gateway.personal import PersonalDataError, ProtectedIdentity
+from gateway.personal import PersonalDataError
 
 router = APIRouter(prefix="/api/v1", tags=["parcels"])
 
@@ -252,33 +252,10 @@ def reveal(waybill: Waybill, body: RevealIn, user: Revealer, services: ServicesD
     station_in_scope(services, user, parcel.station)
     if keyring is None:
         raise HTTPException(503, "no personal-data keys configured for the API")
-    _audit_reveal(services, user, waybill, parcel.station, body.reason)
+    audit(services, user, "realname_reveal", waybill, station=parcel.station,
+          details={"reason": body.reason})  # fmt: skip
     try:
-        name, number = keyring.reveal(
-            ProtectedIdentity(
-                id_type=record.id_type,
-                key_id=record.key_id,
-                nonce=record.nonce,
-                ciphertext=record.ciphertext,
-                lookup=record.lookup,
-                masked_number=record.masked_number,
-                masked_name=record.masked_name,
-            )
-        )
+        name, number = keyring.reveal(record.protected())
     except PersonalDataError as exc:
         raise HTTPException(503, str(exc)) from None
     return RevealOut(id_type=record.id_type, number=number, name=name)
-
-
-def _audit_reveal(
-    services: Services, user: Principal, waybill: str, station: str, reason: str
-) -> None:
-    with services.ledger.transaction() as tx:
-        tx.audit(
-            user=user.name,
-            action="realname_reveal",
-            target=waybill,
-            at=services.now(),
-            station=station,
-            details={"reason": reason},
-        )

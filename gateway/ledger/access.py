@@ -132,29 +132,17 @@ class AccessRows:
 
     def live_token(self, token_hash: str, now: datetime) -> tuple[TokenRow, UserRow] | None:
         """The token with this hash and its user, if neither is revoked, expired or inactive."""
-        tokens, users = t.api_tokens, t.api_users
+        tokens = t.api_tokens.c
         row = self.connection.execute(
-            select(tokens, *(c.label(f"u_{c.name}") for c in users.c))
-            .join(users, users.c.name == tokens.c.user)
-            .where(
-                and_(
-                    tokens.c.token_hash == token_hash,
-                    tokens.c.revoked_at.is_(None),
-                    or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
-                    users.c.active.is_(True),
-                )
+            select(t.api_tokens).where(
+                tokens.token_hash == token_hash,
+                tokens.revoked_at.is_(None),
+                or_(tokens.expires_at.is_(None), tokens.expires_at > now),
             )
         ).first()
-        if row is None:
+        user = self.user(row.user) if row is not None else None
+        if row is None or user is None or not user.active:
             return None
-        user = UserRow(
-            name=row.u_name,
-            password_hash=row.u_password_hash,
-            role=row.u_role,
-            scopes=tuple(row.u_scopes),
-            active=row.u_active,
-            created_at=row.u_created_at,
-        )
         return _token(row), user
 
     def tokens(self, user: str | None = None) -> list[TokenRow]:

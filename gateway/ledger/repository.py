@@ -23,6 +23,7 @@ from gateway.ledger.access import AccessRows
 from gateway.ledger.coldchain import ColdChainRows
 from gateway.ledger.decisions import DecisionRows
 from gateway.ledger.lockers import LockerRows
+from gateway.personal import ProtectedIdentity
 
 # Statements of the decision path, built once (see gateway.ledger.decisions).
 _p, _rn, _x, _h = t.parcels.c, t.realname_records.c, t.xray_verdicts.c, t.holds.c
@@ -79,6 +80,11 @@ class RealnameRow:
     masked_number: str
     masked_name: str
     masked_phone: str | None
+
+    def protected(self) -> ProtectedIdentity:
+        """The record as :meth:`gateway.personal.Keyring.reveal` takes it."""
+        fields = ProtectedIdentity.__dataclass_fields__
+        return ProtectedIdentity(**{name: getattr(self, name) for name in fields})
 
 
 class LedgerTx(DecisionRows, LockerRows, ColdChainRows, AccessRows):
