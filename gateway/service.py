@@ -70,6 +70,7 @@ class LedgerPath:
                 client_id=ledger_id,
                 receive_maximum=config.ledger.receive_maximum,
                 subscription=LEDGER_SUBSCRIPTION,
+                driven=True,
             ),
             Clearance(self.ledger, keyring),
             registry,
