@@ -4,20 +4,12 @@ Messages are acknowledged only when the caller says they are stored (paho manual
 an unacknowledged message comes again after a reconnect, because the session persists
 (``clean_start=False`` plus a session expiry). The broker sends at most
 ``receive_maximum`` unacknowledged messages, which bounds memory while the store is down.
-
-A consumer either runs paho's network thread (the default) or, with ``driven=True``, has
-no thread of its own: the one thread that takes, publishes and acknowledges also reads
-and writes the socket, inside :meth:`MqttConsumer.take` and :meth:`MqttConsumer.idle`.
-The decision path uses that: a decision then goes from the broker's socket through the
-ledger and back without waiting for another thread to be scheduled (see PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -83,12 +75,7 @@ class Inbound:
 
 
 class MqttConsumer:
-    """Receives into an in-memory inbox; :meth:`take` hands out batches, :meth:`ack` confirms.
-
-    ``driven=True``: no network thread; every call but :meth:`stop` and the readiness
-    probes must come from one thread, which keeps the session alive by calling
-    :meth:`take` or :meth:`idle` at least every few seconds (the broker's keepalive).
-    """
+    """Receives into an in-memory inbox; :meth:`take` hands out batches, :meth:`ack` confirms."""
 
     def __init__(
         self,
@@ -97,12 +84,8 @@ class MqttConsumer:
         client_id: str,
         receive_maximum: int,
         subscription: Subscription = STORE_SUBSCRIPTION,
-        driven: bool = False,
     ) -> None:
         self._broker = broker
-        self._driven = driven
-        self._reconnect_at: float | None = None
-        self._reconnect_delay = broker.reconnect_min_s
         self._subscription = subscription
         self._client_id = client_id
         self._receive_maximum = receive_maximum
@@ -148,34 +131,19 @@ class MqttConsumer:
                 receive_maximum=self._receive_maximum,
             ),
         )
-        if self._driven:
-            self._reconnect_at = time.monotonic()  # the first turn connects
-        else:
-            client.loop_start()
+        client.loop_start()
 
     def stop(self) -> None:
-        """Disconnect; whatever was not acknowledged stays with the broker's session.
-
-        Driven: call it once the driving thread has stopped; what that thread queued
-        (decisions, receipts, acknowledgements) is written out first, for up to a second.
-        """
+        """Disconnect; whatever was not acknowledged stays with the broker's session."""
         client, self._client = self._client, None
         if client is not None:
-            if self._driven:
-                deadline = time.monotonic() + 1.0
-                while client.want_write() and time.monotonic() < deadline:
-                    if client.loop(0.05) != paho.MQTT_ERR_SUCCESS:
-                        break
             client.disconnect()
-            if not self._driven:
-                client.loop_stop()
+            client.loop_stop()
         self._connected.clear()
 
     def take(self, max_items: int, wait_s: float, idle_timeout_s: float) -> list[Inbound]:
         """Up to ``max_items`` messages: waits up to ``idle_timeout_s`` for the first one,
         then up to ``wait_s`` more for the batch to fill."""
-        if self._driven:
-            return self._take_driven(max_items, wait_s, idle_timeout_s)
         if not self._await(1, idle_timeout_s):
             return []
         if wait_s > 0:
@@ -191,72 +159,6 @@ class MqttConsumer:
         if len(self._inbox) >= count:
             return True
         return self._arrived.wait(timeout)
-
-    def idle(self, seconds: float, until: threading.Event) -> bool:
-        """Wait ``seconds`` or until ``until`` is set (then True), taking nothing: what
-        arrives meanwhile waits in the inbox. Driven, this thread keeps the session alive
-        meanwhile (a wait in the ledger's retry loop must not cost the connection)."""
-        if not self._driven:
-            return until.wait(seconds)
-        deadline = time.monotonic() + seconds
-        while not until.is_set() and (remaining := deadline - time.monotonic()) > 0:
-            self._turn(min(remaining, 0.2))
-        return until.is_set()
-
-    def _take_driven(self, max_items: int, wait_s: float, idle_timeout_s: float) -> list[Inbound]:
-        inbox = self._inbox
-        deadline = time.monotonic() + idle_timeout_s
-        while not inbox and (remaining := deadline - time.monotonic()) > 0:
-            self._turn(remaining)
-        if not inbox:
-            return []
-        self._read_ready(max_items)
-        if wait_s > 0:
-            deadline = time.monotonic() + wait_s
-            while len(inbox) < max_items and (remaining := deadline - time.monotonic()) > 0:
-                self._turn(remaining)
-        return [inbox.popleft() for _ in range(min(max_items, len(inbox)))]
-
-    def _turn(self, timeout: float) -> None:
-        """One turn of the network in this thread: (re)connect when due, otherwise wait
-        up to ``timeout`` for the socket, read and write what is ready, keep alive."""
-        client = self._client
-        if client is None:
-            return
-        if self._reconnect_at is not None:
-            wait = self._reconnect_at - time.monotonic()
-            if wait > 0:
-                time.sleep(min(wait, timeout))  # backing off before the next attempt
-                return
-            try:
-                client.reconnect()
-                self._reconnect_at = None
-            except OSError:
-                self._report.unreachable()
-                self._back_off()
-                return
-        if client.loop(timeout) != paho.MQTT_ERR_SUCCESS:
-            self._connected.clear()
-            self._back_off()
-
-    def _read_ready(self, max_items: int) -> None:
-        """Read, without waiting, the messages already in the socket (a batch for one
-        transaction), up to ``max_items`` in the inbox."""
-        client = self._client
-        while client is not None and len(self._inbox) < max_items:
-            before = self.received
-            if client.loop_read() != paho.MQTT_ERR_SUCCESS:
-                self._connected.clear()
-                self._back_off()
-                return
-            if self.received == before:
-                return
-
-    def _back_off(self) -> None:
-        """The next connection attempt after a jittered, doubling delay."""
-        delay = self._reconnect_delay
-        self._reconnect_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
-        self._reconnect_delay = min(delay * 2, self._broker.reconnect_max_s)
 
     def ack(self, messages: list[Inbound]) -> None:
         client = self._client
@@ -287,7 +189,7 @@ class MqttConsumer:
         self.received += 1
         inbox = self._inbox
         inbox.append(Inbound(message.topic, bytes(message.payload), message.mid, message.qos))
-        if not self._driven and len(inbox) >= self._wanted and not self._arrived.is_set():
+        if len(inbox) >= self._wanted and not self._arrived.is_set():
             self._arrived.set()
 
     def _on_connect(
@@ -297,7 +199,6 @@ class MqttConsumer:
             self._report.refused(reason)
             return
         self.connects += 1
-        self._reconnect_delay = self._broker.reconnect_min_s
         self._report.connected(f" (session {'resumed' if flags.session_present else 'new'})")
         client.subscribe(self._subscription.filters())
 

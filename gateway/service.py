@@ -70,7 +70,6 @@ class LedgerPath:
                 client_id=ledger_id,
                 receive_maximum=config.ledger.receive_maximum,
                 subscription=LEDGER_SUBSCRIPTION,
-                driven=True,
             ),
             Clearance(self.ledger, keyring),
             registry,

@@ -107,7 +107,7 @@ class SessionLoop:
             except LedgerUnavailable as exc:
                 self._counters.incr(f"{self.prefix}.retries")
                 log.error("%s: ledger unavailable, retrying: %s", self._name, exc)
-                if self._consumer.idle(delay * random.uniform(0.5, 1.0), until=self._stop):
+                if self._stop.wait(delay * random.uniform(0.5, 1.0)):
                     return None
                 delay = min(delay * 2, _RETRY_MAX_S)
                 if after_failure is not None:
