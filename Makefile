@@ -27,7 +27,7 @@ typecheck: $(VENV)/.installed-test
 
 # `make bench` runs every benchmark (about 30 minutes); `make bench BENCH=drain` one of them,
 # with BENCH_ARGS passed on (e.g. BENCH=drain BENCH_ARGS="--repeat 3").
-BENCH ?= ingest drain footprint decisions
+BENCH ?= ingest drain footprint decisions ledger_step
 BENCH_ARGS ?=
 
 bench: $(VENV)/.installed-test

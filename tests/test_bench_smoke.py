@@ -65,3 +65,15 @@ def test_decisions_routes_every_induction_and_times_every_round_trip(tmp_path: P
         assert figures["missing"] == figures["not_routed"] == []
         assert figures["measured"] == 40
         assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+
+
+def test_ledger_step_times_every_contender_on_routed_inductions(tmp_path: Path) -> None:
+    result = run_bench("ledger_step.py", "--decisions", "300", json_path=tmp_path / "ls.json")
+    for contender in ("gateway", "no_checkpoint", "no_fsync"):
+        figures = result[contender]
+        assert isinstance(figures, dict)
+        assert figures["decisions"] == 300
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    pages = result["wal_pages_per_decision"]
+    assert isinstance(pages, float)
+    assert pages >= 3  # a decision writes at least the induction, the decision, the mark
