@@ -61,7 +61,11 @@ class LedgerPath:
             if config.ledger.keys_file is not None
             else Keyring.from_env()
         )
-        self.notifier = Notifier(config.notify, counters) if config.notify is not None else None
+        self.notifier = (
+            Notifier(config.notify, counters, on_failure=on_failure)
+            if config.notify is not None
+            else None
+        )
         notify = self.notifier.notify if self.notifier is not None else None
         ledger_id = DecisionWorker.subscription_client_id(client_id)
         self.decisions = DecisionWorker(

@@ -467,3 +467,34 @@ def test_the_documented_example_is_valid() -> None:
 def test_config_refuses(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         NotifyConfig.model_validate(settings)
+
+
+def test_a_bug_in_the_delivery_loop_reaches_the_owner(tmp_path: Path) -> None:
+    """The loop's failure is the gateway's: alerts must not queue unseen behind a dead
+    thread (the gateway passes ``on_failure`` and stops loudly, as for its sessions)."""
+    broken: list[bool] = []
+    reported: list[BaseException] = []
+    failed = threading.Event()
+
+    def clock() -> float:
+        if broken:
+            raise RuntimeError("a bug in the delivery loop")
+        return time.time()
+
+    def on_failure(exc: BaseException) -> None:
+        reported.append(exc)
+        failed.set()
+
+    config = NotifyConfig(
+        queue_path=tmp_path / "notify.sqlite", webhooks=[hook("http://127.0.0.1:9/hook")]
+    )
+    notifier = Notifier(config, Counters(), clock=clock, on_failure=on_failure)
+    notifier.start()
+    try:
+        broken.append(True)
+        notifier.wake()
+        assert failed.wait(10), "the failure was not reported"
+        assert isinstance(reported[0], RuntimeError)
+        assert notifier.failure is reported[0]
+    finally:
+        notifier.stop()

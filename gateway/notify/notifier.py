@@ -75,8 +75,10 @@ class Notifier:
         counters: Counters,
         *,
         clock: Callable[[], float] = time.time,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._config = config
+        self._on_failure = on_failure
         self._counters = counters
         self._clock = clock
         self._queue = DeliveryQueue(config.queue_path, clock=clock)
@@ -146,6 +148,8 @@ class Notifier:
         except Exception as exc:  # a bug, not a webhook's failure: stop loudly
             log.exception("notify: delivery loop failed; stopping")
             self.failure = exc
+            if self._on_failure is not None:
+                self._on_failure(exc)  # the gateway stops: alerts would queue unseen
 
     def _idle_wait(self) -> float:
         next_at = self._queue.next_due()
