@@ -31,6 +31,9 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
         # pymodbus logs every timeout and bad frame; our drivers count those and log each
         # kind of fault once, in words that name the device.
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    # Even at DEBUG: urllib3's debug lines hold each request's URL, and a group robot's
+    # webhook URL holds its access token (gateway.notify never logs URLs itself).
+    logging.getLogger("urllib3").setLevel(logging.INFO)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,10 +13,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 
 from postedge.cli import configure_logging
 from postedge.logs import JsonFormatter, log_handler
@@ -213,3 +215,38 @@ def test_edge_run_with_json_logs_writes_json_lines_to_stdout(tmp_path: Path) -> 
         assert re.match(TS_PATTERN, entry["ts"])
     messages = [entry["msg"] for entry in logged if entry["logger"].startswith("edge.")]
     assert any("village-23-cold" in message for message in messages)
+
+
+def test_debug_logs_never_show_a_request_url(capsys: pytest.CaptureFixture[str]) -> None:
+    """A robot webhook's URL holds its access token; urllib3 logs URLs at DEBUG."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    loggers = [logging.getLogger(name) for name in ("pymodbus", "urllib3")]
+    saved_levels = [logger.level for logger in loggers]
+    try:
+        configure_logging("DEBUG", "text")
+        logging.getLogger("gateway.notify").debug("debug is on")
+        url = f"http://127.0.0.1:{server.server_address[1]}/robot/send?access_token=SECRET42"
+        with urllib3.PoolManager(retries=False) as http:
+            assert http.request("POST", url, body=b"{}").status == 200
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for logger, level in zip(loggers, saved_levels, strict=True):
+            logger.setLevel(level)
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert "debug is on" in err
+    assert "SECRET42" not in err
