@@ -79,7 +79,11 @@ from contracts import (  # noqa: E402
 from contracts.mqtt import new_client  # noqa: E402
 from gateway.clearance import Clearance  # noqa: E402
 from gateway.config import BrokerConfig  # noqa: E402
-from gateway.consumer import LEDGER_SUBSCRIPTION, create_session  # noqa: E402
+from gateway.consumer import (  # noqa: E402
+    LEDGER_SUBSCRIPTION,
+    create_session,
+    store_subscription,
+)
 from gateway.decisions import DecisionWorker  # noqa: E402
 from gateway.ledger import Ledger  # noqa: E402
 from gateway.mosquitto import AclRule  # noqa: E402
@@ -377,7 +381,9 @@ def start_gateway(
     )
     ids = [client_id] if args.workers == 1 else [f"{client_id}-{i}" for i in range(args.workers)]
     for worker_id in ids:
-        create_session(broker_config, client_id=worker_id)
+        create_session(
+            broker_config, client_id=worker_id, subscription=store_subscription(args.workers)
+        )
     # worker 0 decides, or the ledger process, which takes the gateway's own client id
     ledger_id = DecisionWorker.subscription_client_id(client_id if args.own_process else ids[0])
     create_session(broker_config, client_id=ledger_id, subscription=LEDGER_SUBSCRIPTION)

@@ -67,7 +67,7 @@ from contracts.receipts import decode_receipt  # noqa: E402
 from edge.outbox import Outbox  # noqa: E402
 from edge.sequence import SequenceStore  # noqa: E402
 from gateway.config import BrokerConfig  # noqa: E402
-from gateway.consumer import create_session  # noqa: E402
+from gateway.consumer import create_session, store_subscription  # noqa: E402
 from gateway.mosquitto import AclRule  # noqa: E402
 from gateway.telemetry import SqliteStoreConfig, open_store  # noqa: E402
 from postedge.localservers import Influxd, Mosquitto  # noqa: E402
@@ -213,7 +213,7 @@ def start_gateway(
         host=broker.host, port=broker.port, username=GATEWAY_USER, password=GATEWAY_PASSWORD
     )
     for worker_id in ids:
-        create_session(broker_config, client_id=worker_id)
+        create_session(broker_config, client_id=worker_id, subscription=store_subscription(workers))
     config = workdir / f"{client_id}.toml"
     config.write_text(
         f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\nusername = "{GATEWAY_USER}"\n'

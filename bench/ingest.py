@@ -39,7 +39,7 @@ from benchlib import forget_sessions  # noqa: E402
 from contracts import TemperatureBody, encode, make_envelope  # noqa: E402
 from contracts.mqtt import new_client  # noqa: E402
 from gateway.config import BrokerConfig  # noqa: E402
-from gateway.consumer import create_session  # noqa: E402
+from gateway.consumer import STORE_SUBSCRIPTION, create_session, store_subscription  # noqa: E402
 from gateway.mosquitto import AclRule  # noqa: E402
 from postedge.localservers import Influxd, Mosquitto  # noqa: E402
 
@@ -146,7 +146,9 @@ def run_once(
         host=broker.host, port=broker.port, username=USER, password=PASSWORD
     )
     for client_id in ids:
-        create_session(broker_config, client_id=client_id)
+        # the bare consumer subscribes on the shared group itself, whatever its number
+        form = store_subscription(len(ids)) if kind == "gateway" else STORE_SUBSCRIPTION
+        create_session(broker_config, client_id=client_id, subscription=form)
     publish_all(broker, payloads)
     children = [
         subprocess.Popen(command, stdout=subprocess.DEVNULL)

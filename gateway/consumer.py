@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -40,28 +40,56 @@ _SUBSCRIBE_OPTIONS = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RET
 
 @dataclass(frozen=True)
 class Subscription:
-    """A shared-subscription group and the device channels it takes."""
+    """The device channels a session takes: on a shared-subscription ``group`` when
+    several sessions split the stream, or plainly when one session takes it all.
+
+    Mosquitto 2.0 restores plain subscriptions of a persistent session from its
+    persistence file after a restart, but not shared ones: until the gateway has
+    reconnected and subscribed again, what devices publish to a shared group reaches
+    nobody, while another path of the gateway that did resubscribe already receipts it,
+    and the edge then forgets it. So a path with one session subscribes plainly.
+    """
 
     group: str
     channels: tuple[Channel, ...]
+    shared: bool = True
 
     def filters(self) -> list[tuple[str, SubscribeOptions]]:
         return [
-            (shared(device_filter(channel), self.group), _SUBSCRIBE_OPTIONS)
-            for channel in self.channels
+            (self._filter(channel, self.shared), _SUBSCRIBE_OPTIONS) for channel in self.channels
         ]
+
+    def other_filters(self) -> list[str]:
+        """The same channels in the other form: dropped at connect, so that a session
+        that changed form (the number of ingest workers changed) does not keep both."""
+        return [self._filter(channel, not self.shared) for channel in self.channels]
+
+    def alone(self) -> Subscription:
+        """The plain form, for a single session."""
+        return replace(self, shared=False)
+
+    def _filter(self, channel: Channel, shared_form: bool) -> str:
+        topic = device_filter(channel)
+        return shared(topic, self.group) if shared_form else topic
 
 
 STORE_SUBSCRIPTION = Subscription("gateway", SUBSCRIBED_CHANNELS)
-"""Everything devices send, for the telemetry store."""
+"""Everything devices send, for the telemetry store, split among several ingest workers."""
+ONE_WORKER_STORE_SUBSCRIPTION = STORE_SUBSCRIPTION.alone()
+"""The same for a gateway with one ingest worker (the default): a plain subscription."""
 COLDCHAIN_SUBSCRIPTION = Subscription(
-    "coldchain", (Channel.TELEMETRY, Channel.EVENT, Channel.CMD_RESULT)
+    "coldchain", (Channel.TELEMETRY, Channel.EVENT, Channel.CMD_RESULT), shared=False
 )
-"""Readings, locker events and command results, for the cold-chain engine: its own group,
-so alerts never wait for the telemetry store or the decision path."""
-LEDGER_SUBSCRIPTION = Subscription("ledger", (Channel.EVENT,))
-"""Station events, for the ledger and its decisions: a group of its own, so decisions
+"""Readings, locker events and command results, for the cold-chain engine: a session of
+its own, so alerts never wait for the telemetry store or the decision path."""
+LEDGER_SUBSCRIPTION = Subscription("ledger", (Channel.EVENT,), shared=False)
+"""Station events, for the ledger and its decisions: a session of its own, so decisions
 never wait for the telemetry store."""
+
+
+def store_subscription(workers: int) -> Subscription:
+    """The telemetry path's subscription for ``workers`` ingest workers."""
+    return STORE_SUBSCRIPTION if workers > 1 else ONE_WORKER_STORE_SUBSCRIPTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +111,7 @@ class MqttConsumer:
         *,
         client_id: str,
         receive_maximum: int,
-        subscription: Subscription = STORE_SUBSCRIPTION,
+        subscription: Subscription,
     ) -> None:
         self._broker = broker
         self._subscription = subscription
@@ -201,6 +229,7 @@ class MqttConsumer:
         self.connects += 1
         self._report.connected(f" (session {'resumed' if flags.session_present else 'new'})")
         client.subscribe(self._subscription.filters())
+        client.unsubscribe(self._subscription.other_filters())
 
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
@@ -227,7 +256,7 @@ def create_session(
     broker: BrokerConfig,
     *,
     client_id: str,
-    subscription: Subscription = STORE_SUBSCRIPTION,
+    subscription: Subscription = ONE_WORKER_STORE_SUBSCRIPTION,
     timeout: float = 10.0,
 ) -> None:
     """Create the gateway's persistent session and subscriptions at the broker, then leave.
@@ -249,6 +278,7 @@ def create_session(
             subscribed.set()
             return
         c.subscribe(subscription.filters())
+        c.unsubscribe(subscription.other_filters())
 
     client.on_connect = on_connect
     client.on_subscribe = lambda *args: subscribed.set()

@@ -21,7 +21,12 @@ from types import FrameType
 from gateway.clearance import Clearance
 from gateway.coldchain.worker import ColdChainWorker
 from gateway.config import GatewayConfig
-from gateway.consumer import COLDCHAIN_SUBSCRIPTION, LEDGER_SUBSCRIPTION, MqttConsumer
+from gateway.consumer import (
+    COLDCHAIN_SUBSCRIPTION,
+    LEDGER_SUBSCRIPTION,
+    MqttConsumer,
+    store_subscription,
+)
 from gateway.decisions import DecisionWorker, PickupNotifier
 from gateway.ingest import Ingestor
 from gateway.ledger import Ledger
@@ -211,7 +216,10 @@ class GatewayWorker(_Lifecycle):
         self.registry = load_registry(config.registry) if config.registry is not None else None
         self.store = open_store(config.store)
         self.consumer = MqttConsumer(
-            config.broker, client_id=client_id, receive_maximum=config.ingest.receive_maximum
+            config.broker,
+            client_id=client_id,
+            receive_maximum=config.ingest.receive_maximum,
+            subscription=store_subscription(config.ingest.workers),
         )
         self.ingestor = Ingestor(
             self.consumer, self.store, config.ingest, client_id, registry=self.registry

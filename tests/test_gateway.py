@@ -24,7 +24,7 @@ from contracts import (
     make_envelope,
 )
 from gateway.config import BrokerConfig
-from gateway.consumer import create_session
+from gateway.consumer import create_session, store_subscription
 from gateway.convert import COMMAND_RESULT, DEADLETTER, DEVICE_STATUS, EVENT, TEMPERATURE
 from gateway.service import GatewayWorker
 from gateway.telemetry import TelemetryStore, open_store
@@ -285,7 +285,7 @@ def test_two_worker_processes_share_the_stream_and_stop_cleanly(
         host=mosquitto.host, port=mosquitto.port, username=GATEWAY_USER, password=GATEWAY_PASSWORD
     )
     for client_id in ("gw-multi-0", "gw-multi-1"):
-        create_session(broker, client_id=client_id)
+        create_session(broker, client_id=client_id, subscription=store_subscription(2))
     config = tmp_path / "gateway.toml"
     config.write_text(
         f'[broker]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'

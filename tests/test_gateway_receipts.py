@@ -220,8 +220,9 @@ def test_two_workers_on_the_shared_subscription_receipt_what_each_stored(
     watcher: ReceiptWatcher,
 ) -> None:
     with (
-        running(gateway_worker(mosquitto, store_config, client_id="gw-a")) as first,
-        running(gateway_worker(mosquitto, store_config, client_id="gw-b")) as second,
+        # two of a gateway's workers: [ingest] workers = 2 puts them on the shared group
+        running(gateway_worker(mosquitto, store_config, client_id="gw-a", workers=2)) as first,
+        running(gateway_worker(mosquitto, store_config, client_id="gw-b", workers=2)) as second,
     ):
         publish(dev1, *(reading(seq) for seq in range(1, 201)))
         receipts = watcher.wait_covering(set(range(1, 201)))

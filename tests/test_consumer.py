@@ -1,0 +1,148 @@
+"""The gateway's persistent sessions across a broker restart, against a real Mosquitto.
+
+Mosquitto 2.0 restores plain subscriptions of a persistent session after a restart but
+not shared ones, and the edge forgets a message once any path of the gateway receipted
+it: so every path with a single session subscribes plainly, and must get what devices
+sent while it was still reconnecting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from contracts.mqtt import new_client
+from gateway.config import BrokerConfig
+from gateway.consumer import (
+    COLDCHAIN_SUBSCRIPTION,
+    LEDGER_SUBSCRIPTION,
+    ONE_WORKER_STORE_SUBSCRIPTION,
+    STORE_SUBSCRIPTION,
+    Inbound,
+    MqttConsumer,
+    Subscription,
+    create_session,
+    store_subscription,
+)
+from postedge.localservers import Mosquitto
+from tests.conftest import GATEWAY_PASSWORD, GATEWAY_USER
+from tests.helpers import wait_until
+
+TOPIC = "postedge/v1/s1/dev1/event"
+
+
+@pytest.fixture
+def broker(make_mosquitto: Callable[..., Mosquitto]) -> Mosquitto:
+    return make_mosquitto()
+
+
+@pytest.fixture
+def config(broker: Mosquitto) -> BrokerConfig:
+    return BrokerConfig(
+        host=broker.host,
+        port=broker.port,
+        username=GATEWAY_USER,
+        password=SecretStr(GATEWAY_PASSWORD),
+    )
+
+
+@pytest.fixture
+def consumers() -> Iterator[list[MqttConsumer]]:
+    started: list[MqttConsumer] = []
+    yield started
+    for consumer in started:
+        consumer.stop()
+
+
+def publish(broker: Mosquitto, *payloads: bytes) -> None:
+    """Publish QoS 1 as a device would and wait until the broker has each one."""
+    client = new_client("publisher", username=GATEWAY_USER, password=GATEWAY_PASSWORD)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        for payload in payloads:
+            client.publish(TOPIC, payload, qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def take_until(consumer: MqttConsumer, last: bytes) -> list[Inbound]:
+    """Everything the consumer gets up to and including the message ``last``."""
+    taken: list[Inbound] = []
+
+    def arrived() -> bool:
+        taken.extend(consumer.take(100, 0, idle_timeout_s=0.05))
+        return any(message.payload == last for message in taken)
+
+    wait_until(arrived, 15, what=f"message {last!r}")
+    consumer.ack(taken)
+    return taken
+
+
+def start(
+    consumers: list[MqttConsumer], config: BrokerConfig, client_id: str, form: Subscription
+) -> MqttConsumer:
+    consumer = MqttConsumer(config, client_id=client_id, receive_maximum=100, subscription=form)
+    consumer.start()
+    consumers.append(consumer)
+    return consumer
+
+
+def test_a_single_worker_takes_the_stream_plainly_several_share_it() -> None:
+    assert store_subscription(1) is ONE_WORKER_STORE_SUBSCRIPTION
+    assert store_subscription(3) is STORE_SUBSCRIPTION
+    plain = [topic for topic, _ in ONE_WORKER_STORE_SUBSCRIPTION.filters()]
+    assert plain and not any(topic.startswith("$share/") for topic in plain)
+    assert all(topic.startswith("$share/gateway/") for topic, _ in STORE_SUBSCRIPTION.filters())
+    assert ONE_WORKER_STORE_SUBSCRIPTION.other_filters() == [
+        topic for topic, _ in STORE_SUBSCRIPTION.filters()
+    ]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [ONE_WORKER_STORE_SUBSCRIPTION, LEDGER_SUBSCRIPTION, COLDCHAIN_SUBSCRIPTION],
+    ids=["store", "ledger", "coldchain"],
+)
+def test_a_path_gets_what_devices_sent_after_a_broker_restart_before_it_returned(
+    broker: Mosquitto,
+    config: BrokerConfig,
+    consumers: list[MqttConsumer],
+    form: Subscription,
+) -> None:
+    create_session(config, client_id="gw-path", subscription=form)
+    broker.restart()
+    publish(broker, b"sent while the gateway was away")
+    consumer = start(consumers, config, "gw-path", form)
+    taken = take_until(consumer, b"sent while the gateway was away")
+    assert [message.payload for message in taken] == [b"sent while the gateway was away"]
+
+
+def test_a_session_that_changes_form_gets_each_message_once(
+    broker: Mosquitto, config: BrokerConfig, consumers: list[MqttConsumer]
+) -> None:
+    """From several workers back to one: the old shared subscription is dropped at
+    connect, so the plain one does not deliver every message a second time."""
+    create_session(config, client_id="gw-form", subscription=STORE_SUBSCRIPTION)
+    consumer = start(consumers, config, "gw-form", ONE_WORKER_STORE_SUBSCRIPTION)
+    assert consumer.wait_ready(10)
+    publish(broker, b"one", b"two")
+    taken = take_until(consumer, b"two")
+    assert [message.payload for message in taken] == [b"one", b"two"]
+    publish(broker, b"three")
+    assert [message.payload for message in take_until(consumer, b"three")] == [b"three"]
+
+
+def test_create_session_subscribes_the_form_it_is_given(
+    broker: Mosquitto, config: BrokerConfig, consumers: list[MqttConsumer]
+) -> None:
+    """Before the gateway first runs, the broker queues for the session it created."""
+    kwargs: dict[str, Any] = {"subscription": LEDGER_SUBSCRIPTION}
+    create_session(config, client_id="gw-early", **kwargs)
+    publish(broker, b"early")
+    consumer = start(consumers, config, "gw-early", LEDGER_SUBSCRIPTION)
+    assert [message.payload for message in take_until(consumer, b"early")] == [b"early"]
