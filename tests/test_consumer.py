@@ -96,7 +96,8 @@ def test_a_single_worker_takes_the_stream_plainly_several_share_it() -> None:
     assert store_subscription(1) is ONE_WORKER_STORE_SUBSCRIPTION
     assert store_subscription(3) is STORE_SUBSCRIPTION
     plain = [topic for topic, _ in ONE_WORKER_STORE_SUBSCRIPTION.filters()]
-    assert plain and not any(topic.startswith("$share/") for topic in plain)
+    assert plain
+    assert not any(topic.startswith("$share/") for topic in plain)
     assert all(topic.startswith("$share/gateway/") for topic, _ in STORE_SUBSCRIPTION.filters())
     assert ONE_WORKER_STORE_SUBSCRIPTION.other_filters() == [
         topic for topic, _ in STORE_SUBSCRIPTION.filters()
