@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from decisions import (
     STATION,
-    InductionBody,
     seed,
     sorters,
     waybill,
@@ -45,7 +44,7 @@ from decisions import (
 )
 from sqlalchemy import event
 
-from contracts import make_envelope
+from contracts import InductionBody, make_envelope
 from contracts.station import SortDecision
 from contracts.timestamps import utc_now
 from gateway.clearance import Clearance
@@ -71,7 +70,10 @@ class Figures:
 
 def figures(seconds: list[float]) -> Figures:
     ordered = sorted(seconds)
-    at = lambda fraction: ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]  # noqa: E731
+
+    def at(fraction: float) -> float:
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
     return Figures(
         decisions=len(ordered),
         p50_ms=at(0.50) * 1000,

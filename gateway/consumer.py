@@ -68,6 +68,11 @@ class Subscription:
         """The plain form, for a single session."""
         return replace(self, shared=False)
 
+    def apply(self, client: paho.Client) -> None:
+        """Subscribe ``client``'s session (at every connect), and drop the other form."""
+        client.subscribe(self.filters())
+        client.unsubscribe(self.other_filters())
+
     def _filter(self, channel: Channel, shared_form: bool) -> str:
         topic = device_filter(channel)
         return shared(topic, self.group) if shared_form else topic
@@ -228,8 +233,7 @@ class MqttConsumer:
             return
         self.connects += 1
         self._report.connected(f" (session {'resumed' if flags.session_present else 'new'})")
-        client.subscribe(self._subscription.filters())
-        client.unsubscribe(self._subscription.other_filters())
+        self._subscription.apply(client)
 
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
@@ -277,8 +281,7 @@ def create_session(
             refused.append(reason_text(reason))
             subscribed.set()
             return
-        c.subscribe(subscription.filters())
-        c.unsubscribe(subscription.other_filters())
+        subscription.apply(c)
 
     client.on_connect = on_connect
     client.on_subscribe = lambda *args: subscribed.set()

@@ -90,6 +90,13 @@ def quote_literal(text: str) -> str:
     return f"'{escaped}'"
 
 
+def _where(tags: Mapping[str, str], start: int, end: int) -> str:
+    """InfluxQL conditions for the series of ``tags`` in ``[start, end)`` (nanoseconds)."""
+    conditions = [f"{quote_ident(key)} = {quote_literal(value)}" for key, value in tags.items()]
+    conditions += [f"time >= {int(start)}", f"time < {int(end)}"]
+    return " AND ".join(conditions)
+
+
 def line_protocol(points: Sequence[TelemetryPoint]) -> str:
     """The batch as line protocol, one ``Point`` per point, nanosecond timestamps."""
     lines = []
@@ -339,11 +346,9 @@ class InfluxTelemetryStore:
         kind = self._field_type(measurement, field, tags.keys())
         if kind is None or limit == 0 or start >= end:
             return []
-        where = [f"{quote_ident(key)} = {quote_literal(value)}" for key, value in tags.items()]
-        where += [f"time >= {int(start)}", f"time < {int(end)}"]
         statement = (  # InfluxQL of validated names and escaped literals
             f"SELECT {quote_ident(field)} FROM {quote_ident(measurement)} "  # noqa: S608
-            f"WHERE {' AND '.join(where)} ORDER BY time ASC"
+            f"WHERE {_where(tags, start, end)} ORDER BY time ASC"
         )
         if limit is not None:
             statement += f" LIMIT {int(limit)}"
@@ -366,11 +371,9 @@ class InfluxTelemetryStore:
         if kind not in ("float", "integer") or start >= end:  # mean() of text is an error
             return []
         name = quote_ident(field)
-        where = [f"{quote_ident(key)} = {quote_literal(value)}" for key, value in tags.items()]
-        where += [f"time >= {int(start)}", f"time < {int(end)}"]
         statement = (  # InfluxQL of validated names and escaped literals
             f"SELECT mean({name}), min({name}), max({name}), count({name}) "  # noqa: S608
-            f"FROM {quote_ident(measurement)} WHERE {' AND '.join(where)} "
+            f"FROM {quote_ident(measurement)} WHERE {_where(tags, start, end)} "
             f"GROUP BY time({every_ns // 10**9}s) fill(none)"
         )
         return [
