@@ -130,23 +130,30 @@ def test_formatter_is_a_pure_function_of_the_record() -> None:
     }
 
 
+@pytest.fixture
+def configured_logging() -> Iterator[None]:
+    """``configure_logging`` changes process-wide loggers: put them back afterwards."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    quieted = [logging.getLogger(name) for name in ("pymodbus", "urllib3")]
+    levels = [logger.level for logger in quieted]
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    for logger, level in zip(quieted, levels, strict=True):
+        logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("configured_logging")
 def test_configure_logging_json_goes_to_stdout_text_to_stderr(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    configure_logging("INFO", "json")
+    logging.getLogger("edge.agent").info("json line")
     pymodbus = logging.getLogger("pymodbus")
-    saved_pymodbus = pymodbus.level
-    try:
-        configure_logging("INFO", "json")
-        logging.getLogger("edge.agent").info("json line")
-        assert pymodbus.level == logging.CRITICAL, "pymodbus stays quiet below DEBUG"
-        configure_logging("INFO", "text")
-        logging.getLogger("edge.agent").info("text line")
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        pymodbus.setLevel(saved_pymodbus)
+    assert pymodbus.level == logging.CRITICAL, "pymodbus stays quiet below DEBUG"
+    configure_logging("INFO", "text")
+    logging.getLogger("edge.agent").info("text line")
     captured = capsys.readouterr()
     assert json.loads(captured.out)["msg"] == "json line"
     assert captured.err.endswith("INFO edge.agent: text line\n")
@@ -217,6 +224,7 @@ def test_edge_run_with_json_logs_writes_json_lines_to_stdout(tmp_path: Path) -> 
     assert any("village-23-cold" in message for message in messages)
 
 
+@pytest.mark.usefixtures("configured_logging")
 def test_debug_logs_never_show_a_request_url(capsys: pytest.CaptureFixture[str]) -> None:
     """A robot webhook's URL holds its access token; urllib3 logs URLs at DEBUG."""
 
@@ -230,10 +238,6 @@ def test_debug_logs_never_show_a_request_url(capsys: pytest.CaptureFixture[str])
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    loggers = [logging.getLogger(name) for name in ("pymodbus", "urllib3")]
-    saved_levels = [logger.level for logger in loggers]
     try:
         configure_logging("DEBUG", "text")
         logging.getLogger("gateway.notify").debug("debug is on")
@@ -241,10 +245,6 @@ def test_debug_logs_never_show_a_request_url(capsys: pytest.CaptureFixture[str])
         with urllib3.PoolManager(retries=False) as http:
             assert http.request("POST", url, body=b"{}").status == 200
     finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        for logger, level in zip(loggers, saved_levels, strict=True):
-            logger.setLevel(level)
         server.shutdown()
         server.server_close()
     err = capsys.readouterr().err
