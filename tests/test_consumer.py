@@ -9,7 +9,6 @@ sent while it was still reconnecting.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -142,8 +141,7 @@ def test_create_session_subscribes_the_form_it_is_given(
     broker: Mosquitto, config: BrokerConfig, consumers: list[MqttConsumer]
 ) -> None:
     """Before the gateway first runs, the broker queues for the session it created."""
-    kwargs: dict[str, Any] = {"subscription": LEDGER_SUBSCRIPTION}
-    create_session(config, client_id="gw-early", **kwargs)
+    create_session(config, client_id="gw-early", subscription=LEDGER_SUBSCRIPTION)
     publish(broker, b"early")
     consumer = start(consumers, config, "gw-early", LEDGER_SUBSCRIPTION)
     assert [message.payload for message in take_until(consumer, b"early")] == [b"early"]
