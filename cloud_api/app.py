@@ -111,6 +111,7 @@ def create_app(
     )
     app.state.services = services
     problems.install(app)
+    app.add_middleware(problems.BodyLimit, max_bytes=config.api.max_body_bytes)
 
     @app.exception_handler(StoreError)
     async def store_problem(request: Request, exc: StoreError) -> JSONResponse:

@@ -52,6 +52,11 @@ class ListenConfig(BaseModel):
         default="Asia/Shanghai", description="the local time of report days and months"
     )
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="the largest request body accepted; a larger one is answered 413",
+    )
 
 
 class ApiLedgerConfig(BaseModel):
