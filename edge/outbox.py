@@ -24,6 +24,11 @@ the minimum, the maximum and the last reading of each window stay. The window st
 covering everything pending removes nothing. Events are never removed: if they alone
 fill the quota, adds are still accepted and :attr:`OutboxStats.over_quota` says so.
 
+The file gives its space back (``PRAGMA auto_vacuum = INCREMENTAL``): once confirms have
+freed 1,024 pages, they are returned to the disk, so the file a long outage's backlog
+grew shrinks again as the backlog drains. An outbox made by an older agent, without that
+mode, is rewritten once (``VACUUM``) when it is opened.
+
 The running byte total and per-device depth live in memory (recomputed at ``open``), so
 one process writes an outbox; others may open it to read (``edge check``, tests).
 """
@@ -52,8 +57,10 @@ LOW_WATER = 0.9
 
 _BUSY_TIMEOUT_S = 10.0
 _JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # the WAL shrinks back to this after a checkpoint
+_RECLAIM_FREE_PAGES = 1024  # free pages (4 MiB at SQLite's 4 KiB) that a confirm gives back
 _MAX_WINDOW_MS = 1 << 52  # far beyond any span of device timestamps; ends a runaway loop
 _SEQ_MAX = (1 << 63) - 1
+_INCREMENTAL = 2  # PRAGMA auto_vacuum: free pages stay until incremental_vacuum
 
 
 class Priority(IntEnum):
@@ -255,6 +262,12 @@ class Outbox:
         check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
             raise sqlite3.DatabaseError(check)
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
+            # Before anything writes a new file's first page, where the mode is kept.
+            conn.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
+            if version > 0:  # an outbox from an older agent: rewritten once to take it
+                log.info("outbox %s: rewriting it once so that it can shrink", self.path)
+                conn.execute("VACUUM")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise sqlite3.OperationalError(f"cannot use WAL mode (journal mode is {mode})")
@@ -350,6 +363,7 @@ class Outbox:
             if deleted:
                 self._removed(deleted)
                 self._after_shrinking()
+                self._reclaim(conn)
             return len(deleted)
 
     def depth(self, device: str | None = None) -> int:
@@ -481,6 +495,18 @@ class Outbox:
         else:
             slack = self.max_bytes - self._low_water
             self._run_above = min(self._run_above, self._bytes + slack)
+
+    def _reclaim(self, conn: sqlite3.Connection) -> None:
+        """Give the file's free pages back to the disk once there are enough of them, so
+        an outbox that held a long outage's backlog does not keep its size for ever. The
+        file itself shrinks at the next WAL checkpoint. A failure is logged: the confirm
+        it follows has committed."""
+        try:
+            if conn.execute("PRAGMA freelist_count").fetchone()[0] >= _RECLAIM_FREE_PAGES:
+                # executescript: execute() would take one SQLite step, one page
+                conn.executescript("PRAGMA incremental_vacuum;")
+        except sqlite3.Error as exc:
+            log.error("outbox %s: could not give free space back: %s", self.path, exc)
 
     def _removed(self, rows: Iterable[tuple[str, int]]) -> None:
         """Take committed deletions, as (device, size), out of the in-memory totals."""

@@ -261,6 +261,56 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         Outbox(path, max_bytes=BIG).open()
 
 
+def backlog(count: int) -> list[AnyEnvelope]:
+    """``count`` scans of long codes (~0.7 KB each): a long outage's worth of events."""
+    return [
+        env(ScanBody(reader="r1", code=f"SF{seq:010d}" + "x" * 500, symbology="code128"), seq)
+        for seq in range(1, count + 1)
+    ]
+
+
+def file_bytes(path: Path) -> int:
+    """The outbox file and its WAL, as they take disk space."""
+    wal = path.with_name(path.name + "-wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def test_the_file_shrinks_again_when_a_backlog_drains(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with Outbox(path, max_bytes=BIG) as outbox:
+        outbox.add_many((e, topic(e)) for e in backlog(12000))
+    full = file_bytes(path)
+    assert full > 8_000_000
+    with Outbox(path, max_bytes=BIG) as outbox:
+        for first in range(1, 12001, 500):  # the receipts of a drain, a batch at a time
+            outbox.confirm("dev1", [(first, first + 499)])
+        outbox.add(scan(12001), topic(scan(12001)))
+    assert file_bytes(path) < full / 4
+    with Outbox(path, max_bytes=BIG) as outbox:
+        assert seqs(outbox) == [12001]
+
+
+def test_an_outbox_from_an_older_agent_is_rewritten_to_shrink_and_keeps_its_messages(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with Outbox(path, max_bytes=BIG) as outbox:
+        outbox.add_many((e, topic(e)) for e in backlog(12000))
+    db = sqlite3.connect(path)  # as an agent before incremental vacuum left it
+    db.execute("PRAGMA auto_vacuum = NONE")
+    db.execute("VACUUM")
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    db.close()
+    with caplog.at_level(logging.INFO, logger="edge.outbox"), Outbox(path, max_bytes=BIG) as outbox:
+        assert seqs(outbox) == list(range(1, 12001))
+        outbox.confirm("dev1", [(1, 12000)])
+    assert any("rewriting it once" in m for m in outbox_records(caplog, logging.INFO))
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
+    db.close()
+    assert file_bytes(path) < 1_000_000
+
+
 def test_a_closed_outbox_says_so(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.sqlite", max_bytes=BIG)
     assert not (tmp_path / "outbox.sqlite").exists()  # the constructor does no I/O
