@@ -8,6 +8,13 @@ edge box). Files are PEM; private keys are written mode 0600 and never printed.
 Re-running keeps what is still good: a certificate is reissued only when it is missing,
 unreadable, not signed by this CA, for another name, or expires within
 :data:`RENEW_BEFORE`.
+
+A rotated certificate (``--rotate``: the device was lost, stolen or its key leaked) is
+also revoked: the CA's ``crl.pem`` lists every certificate revoked so far, signed by the
+CA, and the TLS listener reads it (``crlfile``), so the old certificate no longer opens a
+connection once the broker has restarted. The list is only ever added to; one that is
+unreadable or not signed by this CA is an error, never silently replaced (that would
+let every revoked certificate in again).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import ipaddress
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -95,6 +103,63 @@ class CertificateAuthority:
     @property
     def cert_path(self) -> Path:
         return self.directory / "ca.crt"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / "crl.pem"
+
+    def issued(self, cert_path: Path) -> x509.Certificate | None:
+        """The certificate in ``cert_path`` if this CA signed it (else None)."""
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            cert.verify_directly_issued_by(self.cert)
+        except (OSError, ValueError, TypeError, InvalidSignature):
+            return None
+        return cert
+
+    def sync_crl(
+        self, revoke: Iterable[x509.Certificate] = (), *, now: dt.datetime | None = None
+    ) -> Action:
+        """Write ``crl.pem``: what it listed, plus ``revoke``; kept as it was if nothing is
+        new. Raises :class:`ProvisionError` for a list this CA cannot vouch for."""
+        now = now or dt.datetime.now(dt.UTC)
+        listed: dict[int, dt.datetime] = {}
+        number = 0
+        exists = self.crl_path.exists()
+        if exists:
+            crl = self._load_crl()
+            listed = {entry.serial_number: entry.revocation_date_utc for entry in crl}
+            number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        new = {cert.serial_number for cert in revoke} - set(listed)
+        if exists and not new:
+            return "kept"
+        listed.update(dict.fromkeys(new, now))
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now - _BACKDATE)
+            .next_update(self.cert.not_valid_after_utc)  # an expired list refuses everyone
+            .add_extension(x509.CRLNumber(number + 1), critical=False)
+        )
+        for serial, when in sorted(listed.items()):
+            entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
+            builder = builder.add_revoked_certificate(entry.build())
+        crl = builder.sign(self.key, hashes.SHA256())
+        write_file(self.crl_path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+        return "updated" if exists else "created"
+
+    def _load_crl(self) -> x509.CertificateRevocationList:
+        try:
+            crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+            number = crl.extensions.get_extension_for_class(x509.CRLNumber)
+        except (OSError, ValueError, x509.ExtensionNotFound):
+            number = None
+        if number is None or not crl.is_signature_valid(self.key.public_key()):
+            raise ProvisionError(
+                f"the revocation list {self.crl_path} is unreadable or not this CA's; "
+                "restore it (replacing it would un-revoke every certificate it lists)"
+            )
+        return crl
 
     @classmethod
     def load_or_create(

@@ -13,8 +13,9 @@ Writes into the output directory:
   its own ``cmd``, ``decision`` and ``receipt``; the gateway reads and writes everything.
 - with ``certs``: a CA (``ca/ca.crt``, ``ca/ca.key``), the broker's ``broker.crt`` and
   ``broker.key``, a client certificate per device and for the gateway user
-  (``certs/{user}.crt`` and ``.key``, CN = the user), and ``mosquitto-tls.conf``, the
-  listener lines for Mosquitto with ``use_identity_as_username``.
+  (``certs/{user}.crt`` and ``.key``, CN = the user), the CA's revocation list
+  (``ca/crl.pem``: the certificates ``--rotate`` replaced), and ``mosquitto-tls.conf``,
+  the listener lines for Mosquitto with ``use_identity_as_username`` and ``crlfile``.
 
 It reports one line per file and never prints, logs or raises a secret.
 """
@@ -25,6 +26,8 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography import x509
 
 from contracts.configfile import ConfigFileError
 from contracts.errors import InvalidId
@@ -204,28 +207,38 @@ def _certificates(options: ProvisionOptions, users: Iterable[str]) -> list[FileR
     reports += [FileReport(server_cert, action), FileReport(server_key, action)]
     certs = out / "certs"
     certs.mkdir(mode=0o700, exist_ok=True)
+    replaced: list[x509.Certificate] = []
     for user in users:
         cert, key = certs / f"{user}.crt", certs / f"{user}.key"
-        action = ca.issue(cert, key, user, force=user in options.rotate)
+        rotating = user in options.rotate
+        old = ca.issued(cert) if rotating else None
+        action = ca.issue(cert, key, user, force=rotating)
         reports += [FileReport(cert, action), FileReport(key, action)]
-    conf = tls_listener_conf(ca.cert_path, server_cert, server_key)
+        if old is not None:
+            replaced.append(old)  # a rotation: the old certificate must stop working
+    reports.append(FileReport(ca.crl_path, ca.sync_crl(replaced)))
+    conf = tls_listener_conf(ca.cert_path, server_cert, server_key, ca.crl_path)
     conf_path = out / "mosquitto-tls.conf"
     reports.append(FileReport(conf_path, sync_file(conf_path, conf.encode(), 0o644)))
     return reports
 
 
-def tls_listener_conf(cafile: Path, certfile: Path, keyfile: Path, port: int = TLS_PORT) -> str:
+def tls_listener_conf(
+    cafile: Path, certfile: Path, keyfile: Path, crlfile: Path, port: int = TLS_PORT
+) -> str:
     """Mosquitto listener lines for devices with client certificates from the CA."""
     return "\n".join(
         [
             "# postedge: a TLS listener for devices with client certificates from the",
             "# postedge CA. The certificate's CN (the device id) is the MQTT username, so",
             "# the ACL written beside this file applies. Include this in mosquitto.conf with",
-            "# per_listener_settings false, password_file and acl_file set.",
+            "# per_listener_settings false, password_file and acl_file set. Restart the",
+            "# broker after a --rotate: it reads the revocation list (crlfile) at start.",
             f"listener {port}",
             f"cafile {cafile.resolve()}",
             f"certfile {certfile.resolve()}",
             f"keyfile {keyfile.resolve()}",
+            f"crlfile {crlfile.resolve()}",
             "require_certificate true",
             "use_identity_as_username true",
             "",

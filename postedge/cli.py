@@ -204,9 +204,11 @@ def _add_gateway_provision(sub: argparse._SubParsersAction[argparse.ArgumentPars
             "everything. Device passwords are generated into DIR/secrets/{device}.secret "
             "(mode 0600) and kept on later runs unless --rotate names the device. With "
             "--certs, also a CA, a broker certificate and a client certificate per device "
-            "(CN = device id) for TLS with use_identity_as_username, and the listener lines "
-            "in DIR/mosquitto-tls.conf. Prints one line per file written or kept, never a "
-            "secret. Exit status 0, or 2 for an invalid registry or option."
+            "(CN = device id) for TLS with use_identity_as_username, the CA's revocation list "
+            "(a rotated certificate is revoked) and the listener lines in "
+            "DIR/mosquitto-tls.conf. Prints one line per file written or kept, never a "
+            "secret. Exit status 0; 2 for an invalid registry or option; 1 for files that "
+            "cannot be written or a CA or revocation list that cannot be used."
         ),
     )
     provision.add_argument(
@@ -229,7 +231,7 @@ def _add_gateway_provision(sub: argparse._SubParsersAction[argparse.ArgumentPars
         action="append",
         default=[],
         metavar="DEVICE",
-        help="replace this device's password (and certificate); repeatable",
+        help="replace this device's password (and certificate, revoking the old one); repeatable",
     )
     provision.add_argument(
         "--certs", action="store_true", help="issue TLS certificates from a CA as well"

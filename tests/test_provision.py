@@ -6,6 +6,7 @@ listener snippet with the certificates), so what is tested is what an operator d
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import socket
@@ -139,21 +140,28 @@ class Broker:
 
 @pytest.fixture(scope="module")
 def broker(provisioned: Provisioned, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """Mosquitto on the provisioned files, with the TLS snippet as a second listener."""
+    with broker_on(provisioned.out, tmp_path_factory.mktemp("broker")) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def broker_on(out: Path, workdir: Path) -> Iterator[Broker]:
+    """Mosquitto on the files provisioned into ``out``, with the TLS snippet as a second
+    listener."""
     tls_port = free_port()
-    snippet = (provisioned.out / "mosquitto-tls.conf").read_text().splitlines()
+    snippet = (out / "mosquitto-tls.conf").read_text().splitlines()
     assert "listener 8883" in snippet
     # Bind the test's listener to loopback on a free port; every other line as written.
     conf = [
         f"listener {tls_port} 127.0.0.1" if line == "listener 8883" else line for line in snippet
     ]
-    server = ProvisionedMosquitto(
-        tmp_path_factory.mktemp("broker"), provisioned.out, extra_conf=conf
-    )
+    server = ProvisionedMosquitto(workdir, out, extra_conf=conf)
     server.start()
-    wait_until(lambda: _listening(server.host, tls_port), what="the TLS listener")
-    yield Broker(server, tls_port)
-    server.stop(kill=True)
+    try:
+        wait_until(lambda: _listening(server.host, tls_port), what="the TLS listener")
+        yield Broker(server, tls_port)
+    finally:
+        server.stop(kill=True)
 
 
 def _listening(host: str, port: int) -> bool:
@@ -260,6 +268,7 @@ def test_provision_reports_each_file_and_never_a_secret(provisioned: Provisioned
     assert all(line.split()[0] == "created" for line in lines), lines
     reported = {Path(line.split(maxsplit=1)[1]) for line in lines}
     expected = {out / "passwords", out / "acl", out / "mosquitto-tls.conf", out / "ca" / "ca.crt"}
+    expected.add(out / "ca" / "crl.pem")
     expected |= {out / "broker.crt", out / "broker.key"}
     for user in ("gateway", *DEVICES):
         expected |= {out / "certs" / f"{user}.crt", out / "certs" / f"{user}.key"}
@@ -420,13 +429,69 @@ def test_rerunning_keeps_everything_and_rotate_replaces_one_device(tmp_path: Pat
     assert rotated.returncode == 0, rotated.stderr
     changed = {path for path, data in before.items() if path.read_bytes() != data}
     probe = {out / "secrets" / "probe-1.secret", out / "certs" / "probe-1.crt"}
-    assert changed == probe | {out / "certs" / "probe-1.key", out / "passwords"}
+    assert changed == probe | {
+        out / "certs" / "probe-1.key",
+        out / "passwords",
+        out / "ca" / "crl.pem",
+    }
+    old_cert = x509.load_pem_x509_certificate(before[out / "certs" / "probe-1.crt"])
+    assert [entry.serial_number for entry in crl(out)] == [old_cert.serial_number]
     assert f"rotated  {out / 'secrets' / 'probe-1.secret'}" in rotated.stdout.splitlines()
     old_lines = before[out / "passwords"].decode().splitlines()
     new_lines = (out / "passwords").read_text().splitlines()
     assert [line for line in new_lines if line not in old_lines] == [new_lines[-1]]
     assert password_matches(new_lines[-1], secret(out, "probe-1"))
     assert secret(out, "probe-1") not in rotated.stdout + rotated.stderr
+
+
+def crl(out: Path) -> x509.CertificateRevocationList:
+    """The CA's revocation list, checked to be signed by the CA."""
+    ca = x509.load_pem_x509_certificate((out / "ca" / "ca.crt").read_bytes())
+    listed = x509.load_pem_x509_crl((out / "ca" / "crl.pem").read_bytes())
+    assert listed.is_signature_valid(ca.public_key())
+    return listed
+
+
+def test_a_rotated_certificate_is_refused_by_the_restarted_broker(
+    tmp_path: Path, sessions: list[Session]
+) -> None:
+    """A lost box's certificate: ``--rotate`` revokes it, and the listener's CRL refuses
+    it at the handshake, while the new certificate connects as the device."""
+    registry, out = write_registry(tmp_path), tmp_path / "out"
+    assert provision_cli(registry, "--out", out, "--certs").returncode == 0
+    assert len(list(crl(out))) == 0
+    stolen = tmp_path / "stolen"
+    stolen.mkdir()
+    for name in ("probe-1.crt", "probe-1.key"):
+        shutil.copy(out / "certs" / name, stolen / name)
+    tls = Tls(out / "ca" / "ca.crt", stolen / "probe-1.crt", stolen / "probe-1.key")
+    with broker_on(out, tmp_path / "before") as broker:  # the certificate works until then
+        sessions.append(Session(broker.tls_port, tls=tls).connected())
+    rotated = provision_cli(registry, "--out", out, "--certs", "--rotate", "probe-1")
+    assert rotated.returncode == 0, rotated.stderr
+    assert f"updated  {out / 'ca' / 'crl.pem'}" in rotated.stdout.splitlines()
+    with broker_on(out, tmp_path / "after") as broker:
+        old = Session(broker.tls_port, tls=tls)
+        sessions.append(old)
+        assert old.connect_rc != 0 or old.closed.wait(10)
+        assert old.connack == []
+        wait_until(
+            lambda: "certificate verify failed" in broker.server.log_path.read_text(),
+            what="the broker's verify failure in its log",
+        )
+        new = Session(broker.tls_port, tls=device_tls(out, "probe-1")).connected()
+        sessions.append(new)
+        assert new.publish_reason(f"postedge/v1/{TOWN}/probe-1/telemetry") < 128
+
+
+def test_a_damaged_revocation_list_is_an_error_not_a_new_list(tmp_path: Path) -> None:
+    registry, out = write_registry(tmp_path), tmp_path / "out"
+    assert provision_cli(registry, "--out", out, "--certs", "--rotate", "probe-1").returncode == 0
+    (out / "ca" / "crl.pem").write_text("not a list\n")
+    result = provision_cli(registry, "--out", out, "--certs", "--rotate", "locker-1")
+    assert result.returncode == 1
+    assert f"the revocation list {out / 'ca' / 'crl.pem'} is unreadable" in result.stderr
+    assert (out / "ca" / "crl.pem").read_text() == "not a list\n"
 
 
 def test_a_removed_device_loses_its_password_and_acl(tmp_path: Path) -> None:
