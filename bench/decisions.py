@@ -380,10 +380,9 @@ def start_gateway(
         host=broker.host, port=broker.port, username=GATEWAY_USER, password=GATEWAY_PASSWORD
     )
     ids = [client_id] if args.workers == 1 else [f"{client_id}-{i}" for i in range(args.workers)]
-    for worker_id in ids:
-        create_session(
-            broker_config, client_id=worker_id, subscription=store_subscription(args.workers)
-        )
+    for index, worker_id in enumerate(ids):
+        form = store_subscription(args.workers, index)
+        create_session(broker_config, client_id=worker_id, subscription=form)
     # worker 0 decides, or the ledger process, which takes the gateway's own client id
     ledger_id = DecisionWorker.subscription_client_id(client_id if args.own_process else ids[0])
     create_session(broker_config, client_id=ledger_id, subscription=LEDGER_SUBSCRIPTION)

@@ -212,8 +212,9 @@ def start_gateway(
     broker_config = BrokerConfig(
         host=broker.host, port=broker.port, username=GATEWAY_USER, password=GATEWAY_PASSWORD
     )
-    for worker_id in ids:
-        create_session(broker_config, client_id=worker_id, subscription=store_subscription(workers))
+    for index, worker_id in enumerate(ids):
+        form = store_subscription(workers, index)
+        create_session(broker_config, client_id=worker_id, subscription=form)
     config = workdir / f"{client_id}.toml"
     config.write_text(
         f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\nusername = "{GATEWAY_USER}"\n'

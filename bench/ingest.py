@@ -145,9 +145,9 @@ def run_once(
     broker_config = BrokerConfig(
         host=broker.host, port=broker.port, username=USER, password=PASSWORD
     )
-    for client_id in ids:
+    for index, client_id in enumerate(ids):
         # the bare consumer subscribes on the shared group itself, whatever its number
-        form = store_subscription(len(ids)) if kind == "gateway" else STORE_SUBSCRIPTION
+        form = store_subscription(len(ids), index) if kind == "gateway" else STORE_SUBSCRIPTION
         create_session(broker_config, client_id=client_id, subscription=form)
     publish_all(broker, payloads)
     children = [

@@ -1,4 +1,5 @@
-"""The gateway's MQTT session: a persistent MQTT 5 session on the shared subscription.
+"""The gateway's MQTT sessions: persistent MQTT 5 sessions on device channels, each
+taken plainly or on a shared subscription (:class:`Subscription`).
 
 Messages are acknowledged only when the caller says they are stored (paho manual ack):
 an unacknowledged message comes again after a reconnect, because the session persists
@@ -11,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -40,61 +42,77 @@ _SUBSCRIBE_OPTIONS = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RET
 
 @dataclass(frozen=True)
 class Subscription:
-    """The device channels a session takes: on a shared-subscription ``group`` when
-    several sessions split the stream, or plainly when one session takes it all.
+    """The device channels a session takes: ``plain`` ones alone, ``shared`` ones on the
+    shared-subscription ``group`` with the other sessions of that group; ``others`` are
+    channels of the same path that another session of the group takes.
 
     Mosquitto 2.0 restores plain subscriptions of a persistent session from its
     persistence file after a restart, but not shared ones: until the gateway has
     reconnected and subscribed again, what devices publish to a shared group reaches
-    nobody, while another path of the gateway that did resubscribe already receipts it,
-    and the edge then forgets it. So a path with one session subscribes plainly.
+    nobody. That is harmless where nothing else receipts the message (the edge sends it
+    again), but not for events, which the ledger path receipts too: the edge would then
+    forget an event the telemetry path never saw. So a path with one session subscribes
+    plainly, and with several ingest workers the first takes the events plainly.
     """
 
     group: str
-    channels: tuple[Channel, ...]
-    shared: bool = True
+    plain: tuple[Channel, ...] = ()
+    shared: tuple[Channel, ...] = ()
+    others: tuple[Channel, ...] = ()
 
     def filters(self) -> list[tuple[str, SubscribeOptions]]:
-        return [
-            (self._filter(channel, self.shared), _SUBSCRIBE_OPTIONS) for channel in self.channels
-        ]
+        return [(topic, _SUBSCRIBE_OPTIONS) for topic in self._topics(self.plain, self.shared)]
 
     def other_filters(self) -> list[str]:
-        """The same channels in the other form: dropped at connect, so that a session
-        that changed form (the number of ingest workers changed) does not keep both."""
-        return [self._filter(channel, not self.shared) for channel in self.channels]
+        """Every other form of the path's channels: dropped at connect, so that a session
+        that changed form (the number of ingest workers changed) keeps no stale one."""
+        return [
+            *self._topics(self.shared, self.plain),
+            *self._topics(self.others, self.others),
+        ]
 
     def alone(self) -> Subscription:
-        """The plain form, for a single session."""
-        return replace(self, shared=False)
+        """Every channel of the path plainly, for a single session."""
+        return Subscription(self.group, plain=(*self.plain, *self.shared, *self.others))
 
     def apply(self, client: paho.Client) -> None:
-        """Subscribe ``client``'s session (at every connect), and drop the other form."""
+        """Subscribe ``client``'s session (at every connect), and drop the other forms."""
         client.subscribe(self.filters())
         client.unsubscribe(self.other_filters())
 
-    def _filter(self, channel: Channel, shared_form: bool) -> str:
-        topic = device_filter(channel)
-        return shared(topic, self.group) if shared_form else topic
+    def _topics(self, plain: Iterable[Channel], shared_: Iterable[Channel]) -> list[str]:
+        return [
+            *(device_filter(channel) for channel in plain),
+            *(shared(device_filter(channel), self.group) for channel in shared_),
+        ]
 
 
-STORE_SUBSCRIPTION = Subscription("gateway", SUBSCRIBED_CHANNELS)
-"""Everything devices send, for the telemetry store, split among several ingest workers."""
+STORE_SUBSCRIPTION = Subscription("gateway", shared=SUBSCRIBED_CHANNELS)
+"""Everything devices send, shared: the form of every ingest worker before events were
+taken plainly (kept for benchmarks' bare consumers and to test the change of form)."""
 ONE_WORKER_STORE_SUBSCRIPTION = STORE_SUBSCRIPTION.alone()
-"""The same for a gateway with one ingest worker (the default): a plain subscription."""
+"""Everything devices send, for a gateway with one ingest worker (the default)."""
+_SHARED_STORE_CHANNELS = tuple(c for c in SUBSCRIBED_CHANNELS if c is not Channel.EVENT)
 COLDCHAIN_SUBSCRIPTION = Subscription(
-    "coldchain", (Channel.TELEMETRY, Channel.EVENT, Channel.CMD_RESULT), shared=False
+    "coldchain", plain=(Channel.TELEMETRY, Channel.EVENT, Channel.CMD_RESULT)
 )
 """Readings, locker events and command results, for the cold-chain engine: a session of
 its own, so alerts never wait for the telemetry store or the decision path."""
-LEDGER_SUBSCRIPTION = Subscription("ledger", (Channel.EVENT,), shared=False)
+LEDGER_SUBSCRIPTION = Subscription("ledger", plain=(Channel.EVENT,))
 """Station events, for the ledger and its decisions: a session of its own, so decisions
 never wait for the telemetry store."""
 
 
-def store_subscription(workers: int) -> Subscription:
-    """The telemetry path's subscription for ``workers`` ingest workers."""
-    return STORE_SUBSCRIPTION if workers > 1 else ONE_WORKER_STORE_SUBSCRIPTION
+def store_subscription(workers: int, index: int = 0) -> Subscription:
+    """The telemetry path's subscription for ingest worker ``index`` of ``workers``: one
+    worker takes everything plainly; of several, worker 0 takes the events plainly (the
+    ledger path receipts them too, see :class:`Subscription`) and all share the rest."""
+    if workers == 1:
+        return ONE_WORKER_STORE_SUBSCRIPTION
+    events = (Channel.EVENT,)
+    if index == 0:
+        return Subscription("gateway", plain=events, shared=_SHARED_STORE_CHANNELS)
+    return Subscription("gateway", shared=_SHARED_STORE_CHANNELS, others=events)
 
 
 @dataclass(frozen=True, slots=True)

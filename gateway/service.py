@@ -197,8 +197,9 @@ class LedgerWorker(_Lifecycle):
 
 
 class GatewayWorker(_Lifecycle):
-    """One consumer with its ingest thread, and (``decisions=True``, with a ``[ledger]``
-    section) the :class:`LedgerPath`. ``start()`` connects, ``stop()`` drains and leaves."""
+    """Ingest worker ``index``: one consumer with its ingest thread, and (``decisions=True``,
+    with a ``[ledger]`` section) the :class:`LedgerPath`; its metrics on ``metrics.port +
+    index``. ``start()`` connects, ``stop()`` drains and leaves."""
 
     def __init__(
         self,
@@ -206,7 +207,7 @@ class GatewayWorker(_Lifecycle):
         *,
         client_id: str,
         decisions: bool = True,
-        metrics_port_offset: int = 0,
+        index: int = 0,
         notify_pickup: PickupNotifier | None = None,
     ) -> None:
         super().__init__()
@@ -219,7 +220,7 @@ class GatewayWorker(_Lifecycle):
             config.broker,
             client_id=client_id,
             receive_maximum=config.ingest.receive_maximum,
-            subscription=store_subscription(config.ingest.workers),
+            subscription=store_subscription(config.ingest.workers, index),
         )
         self.ingestor = Ingestor(
             self.consumer, self.store, config.ingest, client_id, registry=self.registry
@@ -237,7 +238,7 @@ class GatewayWorker(_Lifecycle):
         self.metrics = _metrics(
             config,
             [self.counters.snapshot, self.ingestor.stats.as_counts],
-            metrics_port_offset,
+            index,
             client_id,
         )
         self._thread: threading.Thread | None = None
@@ -361,7 +362,7 @@ def _run_worker(
     own = config.ledger is not None and config.ledger.own_process
     return _serve(
         lambda: GatewayWorker(
-            config, client_id=client_id, decisions=index == 0 and not own, metrics_port_offset=index
+            config, client_id=client_id, decisions=index == 0 and not own, index=index
         ),
         setup_logging,
     )

@@ -20,6 +20,7 @@ from gateway.consumer import (
     LEDGER_SUBSCRIPTION,
     ONE_WORKER_STORE_SUBSCRIPTION,
     STORE_SUBSCRIPTION,
+    SUBSCRIBED_CHANNELS,
     Inbound,
     MqttConsumer,
     Subscription,
@@ -31,6 +32,7 @@ from tests.conftest import GATEWAY_PASSWORD, GATEWAY_USER
 from tests.helpers import wait_until
 
 TOPIC = "postedge/v1/s1/dev1/event"
+EVENTS = "postedge/v1/+/+/event"
 
 
 @pytest.fixture
@@ -91,22 +93,33 @@ def start(
     return consumer
 
 
-def test_a_single_worker_takes_the_stream_plainly_several_share_it() -> None:
+def test_a_single_worker_takes_the_stream_plainly_several_share_all_but_events() -> None:
     assert store_subscription(1) is ONE_WORKER_STORE_SUBSCRIPTION
-    assert store_subscription(3) is STORE_SUBSCRIPTION
     plain = [topic for topic, _ in ONE_WORKER_STORE_SUBSCRIPTION.filters()]
-    assert plain
+    assert len(plain) == len(SUBSCRIBED_CHANNELS)
     assert not any(topic.startswith("$share/") for topic in plain)
-    assert all(topic.startswith("$share/gateway/") for topic, _ in STORE_SUBSCRIPTION.filters())
     assert ONE_WORKER_STORE_SUBSCRIPTION.other_filters() == [
         topic for topic, _ in STORE_SUBSCRIPTION.filters()
     ]
+    first, second = store_subscription(3, 0), store_subscription(3, 2)
+    shared_rest = [
+        f"$share/gateway/postedge/v1/+/+/{c}" for c in ("telemetry", "status", "cmd/result")
+    ]
+    assert [topic for topic, _ in first.filters()] == [EVENTS, *shared_rest]
+    assert [topic for topic, _ in second.filters()] == shared_rest
+    assert f"$share/gateway/{EVENTS}" in first.other_filters()
+    assert {EVENTS, f"$share/gateway/{EVENTS}"} <= set(second.other_filters())
 
 
 @pytest.mark.parametrize(
     "form",
-    [ONE_WORKER_STORE_SUBSCRIPTION, LEDGER_SUBSCRIPTION, COLDCHAIN_SUBSCRIPTION],
-    ids=["store", "ledger", "coldchain"],
+    [
+        ONE_WORKER_STORE_SUBSCRIPTION,
+        store_subscription(2, 0),
+        LEDGER_SUBSCRIPTION,
+        COLDCHAIN_SUBSCRIPTION,
+    ],
+    ids=["store", "store-worker-0-of-2", "ledger", "coldchain"],
 )
 def test_a_path_gets_what_devices_sent_after_a_broker_restart_before_it_returned(
     broker: Mosquitto,
@@ -145,3 +158,23 @@ def test_create_session_subscribes_the_form_it_is_given(
     publish(broker, b"early")
     consumer = start(consumers, config, "gw-early", LEDGER_SUBSCRIPTION)
     assert [message.payload for message in take_until(consumer, b"early")] == [b"early"]
+
+
+def test_workers_that_shared_events_give_them_to_the_first_worker_alone(
+    broker: Mosquitto, config: BrokerConfig, consumers: list[MqttConsumer]
+) -> None:
+    """Two workers of an older gateway shared every channel; now the first takes the
+    events plainly and the second none: each event reaches the first worker once."""
+    for worker in ("gw-w-0", "gw-w-1"):
+        create_session(config, client_id=worker, subscription=STORE_SUBSCRIPTION)
+    first = start(consumers, config, "gw-w-0", store_subscription(2, 0))
+    second = start(consumers, config, "gw-w-1", store_subscription(2, 1))
+    assert first.wait_ready(10)
+    assert second.wait_ready(10)
+    sent = [f"event {n}".encode() for n in range(20)]
+    publish(broker, *sent)
+    assert [message.payload for message in take_until(first, sent[-1])] == sent
+    publish(broker, b"last")  # a message after all the others: nothing else is in flight
+    assert [message.payload for message in take_until(first, b"last")] == [b"last"]
+    assert second.take(100, 0, idle_timeout_s=0.2) == []
+    assert second.received == 0

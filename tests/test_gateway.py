@@ -284,8 +284,8 @@ def test_two_worker_processes_share_the_stream_and_stop_cleanly(
     broker = BrokerConfig(
         host=mosquitto.host, port=mosquitto.port, username=GATEWAY_USER, password=GATEWAY_PASSWORD
     )
-    for client_id in ("gw-multi-0", "gw-multi-1"):
-        create_session(broker, client_id=client_id, subscription=store_subscription(2))
+    for index, client_id in enumerate(("gw-multi-0", "gw-multi-1")):
+        create_session(broker, client_id=client_id, subscription=store_subscription(2, index))
     config = tmp_path / "gateway.toml"
     config.write_text(
         f'[broker]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
