@@ -58,7 +58,7 @@ class DecisionWorker(SessionLoop):
         name: str,
         on_failure: Callable[[BaseException], None] | None = None,
         notify_pickup: PickupNotifier | None = None,
-        notify_alert: Callable[[AlertMessage], None] | None = None,
+        notify_alert: Callable[[AlertMessage], object] | None = None,
     ) -> None:
         super().__init__(consumer, registry, counters, name=name, on_failure=on_failure)
         self._notify_alert = notify_alert

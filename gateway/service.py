@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable, Mapping
 from types import FrameType
 
+from contracts.timestamps import utc_now
+from gateway.alerts import unannounced_candidates
 from gateway.clearance import Clearance
 from gateway.coldchain.worker import ColdChainWorker
 from gateway.config import GatewayConfig
@@ -113,6 +115,10 @@ class LedgerPath:
             self.notifier.start()
         self.ledger.open()
         self.ledger.sync_registry(self.registry)
+        if self.notifier is not None:
+            with self.ledger.transaction(write=False) as tx:
+                missed = unannounced_candidates(tx, utc_now())
+            self.notifier.catch_up(missed)
         self.decisions.start()
         if self.coldchain is not None:
             self.coldchain.start()

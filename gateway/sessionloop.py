@@ -113,7 +113,7 @@ class SessionLoop:
                 if after_failure is not None:
                     after_failure()
 
-    def _notify(self, notify: Callable[[AlertMessage], None] | None, alert: AlertMessage) -> None:
+    def _notify(self, notify: Callable[[AlertMessage], object] | None, alert: AlertMessage) -> None:
         """Hand ``alert`` to the webhook notifier, if any; its failure is counted and
         logged, never allowed to stop the loop (the alert is in the ledger already)."""
         if notify is None:

@@ -267,6 +267,40 @@ def test_an_excursion_is_alerted_acknowledged_and_resolved_across_a_restart(
         store.close()
 
 
+def test_an_open_alert_the_notifier_never_queued_is_delivered_after_a_restart(
+    config_file: Path, probe: Probe, alerts: Observer, receiver: Receiver
+) -> None:
+    """The ledger holds an open alert that no webhook was told of (here: raised before
+    ``[notify]`` was configured; in the field, a queue write that failed after the
+    ledger's commit): the starting gateway queues it, once."""
+    without_notify = config_file.with_name("without-notify.toml")
+    without_notify.write_text(config_file.read_text().split("[notify]")[0])
+    gateway = started(without_notify)
+    try:
+        probe.read(0, 12.5)  # over the critical limit: alarmed at once
+        [raised] = messages(alerts.wait_for(lambda seen: len(messages(seen)) == 1))
+    finally:
+        gateway.stop()
+    assert receiver.bodies == []
+
+    gateway = started(config_file)  # the catch-up runs before start() returns
+    try:
+        assert gateway.counters.snapshot().get("notify.caught_up") == 1
+        wait_until(lambda: receiver.bodies, what="the caught-up delivery")
+    finally:
+        gateway.stop()
+    assert [(body["id"], body["state"], body["severity"]) for body in receiver.bodies] == [
+        (raised.id, "open", "critical")
+    ]
+
+    gateway = started(config_file)
+    try:
+        assert "notify.caught_up" not in gateway.counters.snapshot()  # queued already
+        assert "notify.queued" not in gateway.counters.snapshot()
+    finally:
+        gateway.stop()
+
+
 def test_time_is_checked_only_after_the_backlog_is_read(
     broker: Mosquitto, config_file: Path, probe: Probe, alerts: Observer
 ) -> None:

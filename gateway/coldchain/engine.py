@@ -30,6 +30,7 @@ from contracts.envelope import (
     TemperatureEnvelope,
 )
 from contracts.profiles import Limits
+from gateway.alerts import alert_message
 from gateway.coldchain.config import ColdChainConfig, CompartmentConfig
 from gateway.coldchain.machine import (
     Channel,
@@ -40,7 +41,7 @@ from gateway.coldchain.machine import (
     Transition,
     acknowledge,
 )
-from gateway.ledger import AlertRow, LedgerTx, ProbeRow
+from gateway.ledger import LedgerTx, ProbeRow
 
 ProbeKey = tuple[str, str, str]
 """(station, device, probe)"""
@@ -297,7 +298,7 @@ class ColdChainEngine:
             elif not acknowledge(channel):
                 continue  # seen on an earlier tick
             notices.append(
-                Notice(_message(row, {"change": row.state}), row.state, item.source, now)
+                Notice(alert_message(row, {"change": row.state}), row.state, item.source, now)
             )
             if item.probe is not None:
                 self._save(tx, item.probe)
@@ -363,18 +364,5 @@ class ColdChainEngine:
                     tx.escalate_alert(alert_id, severity=transition.severity, at=escalated)
             row = tx.alert(alert_id)
             assert row is not None
-            notices.append(Notice(_message(row, details), transition.change, source, at))
+            notices.append(Notice(alert_message(row, details), transition.change, source, at))
         return notices
-
-
-def _message(row: AlertRow, details: Mapping[str, Any]) -> AlertMessage:
-    return AlertMessage(
-        id=f"alert:{row.id}",
-        station=row.station,
-        kind=row.kind,
-        severity=row.severity,
-        state=row.state,
-        subject=row.subject or row.waybill or row.kind,
-        raised_at=row.raised_at,
-        details={**row.details, **details},
-    )

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 _BATCH = 500
 _PENDING_POINTS_MAX = 100_000
 
-Notify = Callable[[AlertMessage], None]
+Notify = Callable[[AlertMessage], object]
 _T = TypeVar("_T")
 _FLUSH_RETRY_S = 5.0
 

@@ -25,7 +25,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import urllib3
@@ -110,20 +110,31 @@ class Notifier:
             self._http = None
         self._queue.close()
 
-    def notify(self, alert: AlertMessage) -> None:
+    def notify(self, alert: AlertMessage) -> int:
         """Queue ``alert`` for the webhooks that want it; committed when this returns.
+        Returns the deliveries added (none for a state each webhook has had already).
 
         Raises :class:`NotifyError` if it could not be queued (not started, disk full).
         """
         names = [w.name for w in self._config.webhooks if w.wants(alert.station, alert.severity)]
         if not names:
-            return
+            return 0
         if self._thread is None:
             raise NotifyError("the notifier is not started")
         added = self._queue.add(alert, names, self._clock())
         if added:
             self._counters.incr("notify.queued", added)
             self._wake.set()
+        return added
+
+    def catch_up(self, alerts: Iterable[AlertMessage]) -> int:
+        """:meth:`notify` each of ``alerts`` (see :mod:`gateway.alerts`), counting what
+        was missing as ``notify.caught_up``; returns that number."""
+        added = sum(self.notify(alert) for alert in alerts)
+        if added:
+            self._counters.incr("notify.caught_up", added)
+            log.warning("notify: %d alert notifications were missing from the queue", added)
+        return added
 
     def wake(self) -> None:
         """Look at the queue now (after the network came back, or a test moved the clock)."""
