@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from contracts import format_utc_ms
 
@@ -196,8 +197,29 @@ class TraceOut(BaseModel):
     decisions: list[DecisionOut]
 
 
+_NUMBER_LIKE = re.compile(r"[0-9]{11,}|[0-9]{14,17}[Xx]")
+"""A mobile number (11 digits) or an identity document number (15 or 18 characters)."""
+
+
 class RevealIn(BaseModel):
-    reason: str = Field(min_length=3, max_length=200, description="why; kept in the audit")
+    reason: str = Field(
+        min_length=3,
+        max_length=200,
+        description="why; kept in the audit trail as written, so it may not hold an "
+        "identity document or phone number",
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _no_numbers_of_people(cls, reason: str) -> str:
+        """The audit trail is read by every auditor: a reason that quotes the number it
+        asks for (or a caller's phone) would keep it there in clear."""
+        if _NUMBER_LIKE.search(re.sub(r"[\s\-]", "", reason)):
+            raise ValueError(
+                "must not hold an identity document or phone number (it is kept in the "
+                "audit trail); name a ticket or case instead"
+            )
+        return reason
 
 
 class RevealOut(BaseModel):

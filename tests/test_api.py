@@ -392,6 +392,29 @@ def test_reveal_is_for_auditors_and_every_reveal_is_audited(api: TestClient, wor
     assert NAME not in str(records)
 
 
+@pytest.mark.parametrize(
+    "reason",
+    [f"asked about {NUMBER}", "caller 138 0013 8000 disputes it", "old id 110105491231002"],
+    ids=["resident-id", "spaced-mobile", "legacy-15-digit-id"],
+)
+def test_a_reveal_reason_with_an_id_or_phone_number_is_refused_and_not_kept(
+    api: TestClient, world: World, reason: str
+) -> None:
+    path = f"/api/v1/parcels/{WAYBILL}/realname/reveal"
+    response = api.post(path, json={"reason": reason}, headers=world.auth("aud"))
+    assert response.status_code == 422
+    assert "must not hold an identity document or phone number" in response.json()["detail"]
+    assert NAME not in response.text
+    records = api.get("/api/v1/audit?action=realname_reveal", headers=world.auth("aud")).json()
+    assert records["items"] == []  # nothing revealed, nothing written
+
+
+def test_a_reveal_reason_may_name_a_short_case_number(api: TestClient, world: World) -> None:
+    path = f"/api/v1/parcels/{WAYBILL}/realname/reveal"
+    response = api.post(path, json={"reason": "case 2026-1204 (police)"}, headers=world.auth("aud"))
+    assert response.status_code == 200
+
+
 def test_unknown_waybill_is_404(api: TestClient, world: World) -> None:
     response = api.get("/api/v1/parcels/NOPE1/trace", headers=world.auth("admin"))
     assert response.status_code == 404
