@@ -381,13 +381,9 @@ def test_a_device_certificate_is_its_identity_on_the_tls_listener(
     assert spoof.publish_reason(f"postedge/v1/{TOWN}/locker-1/telemetry") == 135
 
 
-def test_a_certificate_from_another_ca_is_refused_at_the_handshake(
-    broker: Broker, provisioned: Provisioned, sessions: list[Session], tmp_path: Path
-) -> None:
-    other, _ = CertificateAuthority.load_or_create(tmp_path / "other-ca")
-    cert, key = tmp_path / "probe-1.crt", tmp_path / "probe-1.key"
-    other.issue(cert, key, "probe-1")
-    session = Session(broker.tls_port, tls=Tls(provisioned.out / "ca" / "ca.crt", cert, key))
+def assert_refused_at_handshake(broker: Broker, sessions: list[Session], tls: Tls) -> None:
+    """The client certificate ``tls`` gets no CONNACK: the broker's TLS verify failed."""
+    session = Session(broker.tls_port, tls=tls)
     sessions.append(session)
     assert session.connect_rc != 0 or session.closed.wait(10)
     assert session.connack == []
@@ -395,6 +391,15 @@ def test_a_certificate_from_another_ca_is_refused_at_the_handshake(
         lambda: "certificate verify failed" in broker.server.log_path.read_text(),
         what="the broker's verify failure in its log",
     )
+
+
+def test_a_certificate_from_another_ca_is_refused_at_the_handshake(
+    broker: Broker, provisioned: Provisioned, sessions: list[Session], tmp_path: Path
+) -> None:
+    other, _ = CertificateAuthority.load_or_create(tmp_path / "other-ca")
+    cert, key = tmp_path / "probe-1.crt", tmp_path / "probe-1.key"
+    other.issue(cert, key, "probe-1")
+    assert_refused_at_handshake(broker, sessions, Tls(provisioned.out / "ca" / "ca.crt", cert, key))
 
 
 def test_certificates_name_their_users_and_chain_to_the_ca(provisioned: Provisioned) -> None:
@@ -471,14 +476,7 @@ def test_a_rotated_certificate_is_refused_by_the_restarted_broker(
     assert rotated.returncode == 0, rotated.stderr
     assert f"updated  {out / 'ca' / 'crl.pem'}" in rotated.stdout.splitlines()
     with broker_on(out, tmp_path / "after") as broker:
-        old = Session(broker.tls_port, tls=tls)
-        sessions.append(old)
-        assert old.connect_rc != 0 or old.closed.wait(10)
-        assert old.connack == []
-        wait_until(
-            lambda: "certificate verify failed" in broker.server.log_path.read_text(),
-            what="the broker's verify failure in its log",
-        )
+        assert_refused_at_handshake(broker, sessions, tls)
         new = Session(broker.tls_port, tls=device_tls(out, "probe-1")).connected()
         sessions.append(new)
         assert new.publish_reason(f"postedge/v1/{TOWN}/probe-1/telemetry") < 128
