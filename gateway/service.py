@@ -33,7 +33,7 @@ from gateway.decisions import DecisionWorker, PickupNotifier
 from gateway.ingest import Ingestor
 from gateway.ledger import Ledger
 from gateway.metrics import Counters, MetricsServer
-from gateway.notify import Notifier
+from gateway.notify import Notifier, NotifyError
 from gateway.personal import Keyring
 from gateway.registry import Registry, load_registry
 from gateway.telemetry import open_store
@@ -61,6 +61,7 @@ class LedgerPath:
         notify_pickup: PickupNotifier | None = None,
     ) -> None:
         assert config.ledger is not None
+        self._counters = counters
         self.ledger = Ledger(config.ledger.url)
         self.registry = registry
         keyring = (
@@ -116,12 +117,21 @@ class LedgerPath:
         self.ledger.open()
         self.ledger.sync_registry(self.registry)
         if self.notifier is not None:
-            with self.ledger.transaction(write=False) as tx:
-                missed = unannounced_candidates(tx, utc_now())
-            self.notifier.catch_up(missed)
+            self._catch_up(self.notifier)
         self.decisions.start()
         if self.coldchain is not None:
             self.coldchain.start()
+
+    def _catch_up(self, notifier: Notifier) -> None:
+        """Queue the open alerts the webhook queue may have missed (:mod:`gateway.alerts`);
+        a queue that cannot take them now does not stop the gateway from starting."""
+        with self.ledger.transaction(write=False) as tx:
+            missed = unannounced_candidates(tx, utc_now())
+        try:
+            notifier.catch_up(missed)
+        except NotifyError as exc:
+            self._counters.incr("notify.catch_up_failed")
+            log.error("notify: could not queue the alerts it may have missed: %s", exc)
 
     def wait_ready(self, timeout: float) -> bool:
         ready = self.decisions.wait_ready(timeout)
