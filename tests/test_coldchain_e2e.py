@@ -348,7 +348,7 @@ def test_alerts_flow_while_the_telemetry_store_is_down(
     config_file: Path, private_influxd: Influxd, probe: Probe, alerts: Observer
 ) -> None:
     """With InfluxDB stopped, the alert is still raised and published; its event point
-    reaches the store once the store is back."""
+    reaches the store once the store is back, though the gateway restarted meanwhile."""
     private_influxd.create_database("postedge")
     text = config_file.read_text().replace(
         '[store]\nkind = "sqlite"\npath = "telemetry.sqlite"',
@@ -361,6 +361,10 @@ def test_alerts_flow_while_the_telemetry_store_is_down(
         probe.read(0, 12.5)  # beyond the critical limit: at once
         alerts.wait_for(lambda seen: len(messages(seen)) == 1)
         assert messages(alerts.messages)[0].severity == "critical"
+    finally:
+        gateway.stop()
+    gateway = started(config_file)  # the store still down: the point waits in the ledger
+    try:
         private_influxd.start()
 
         def alert_points() -> int:

@@ -33,7 +33,7 @@ TABLES = {
     "inspections", "xray_verdicts", "holds", "alerts", "decisions", "inductions",
     "processed_messages", "pickup_codes", "locker_code_lists", "locations",
     "coldchain_probes", "coldchain_doors", "coldchain_stays",
-    "api_users", "api_tokens", "api_audit",
+    "api_users", "api_tokens", "api_audit", "store_outbox",
 }  # fmt: skip
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)

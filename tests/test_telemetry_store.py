@@ -6,6 +6,7 @@ What only one implementation has is in test_telemetry_sqlite.py and test_telemet
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,6 +254,19 @@ def test_any_text_round_trips(store: TelemetryStore, text: str, tag: str) -> Non
 def test_points_that_no_store_could_keep_fail_at_construction(make: Any, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         make()
+
+
+def test_a_point_survives_json_with_its_field_types() -> None:
+    point = TelemetryPoint(
+        "alert", {"station": "s1"}, {"n": 3, "x": 3.0, "ok": True, "s": "3"}, 1_700_000_000_000
+    )
+    again = TelemetryPoint.from_json(json.loads(json.dumps(point.to_json())))
+    assert again == point
+    assert [type(value) for value in again.fields.values()] == [int, float, bool, str]
+    with pytest.raises(ValueError, match="not a telemetry point"):
+        TelemetryPoint.from_json({"measurement": "alert", "tags": {}})
+    with pytest.raises(ValueError, match="needs at least one field"):
+        TelemetryPoint.from_json({**point.to_json(), "fields": {}})
 
 
 def test_a_store_must_be_opened(tmp_path: Path) -> None:

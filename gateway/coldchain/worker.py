@@ -4,8 +4,10 @@ It holds its own persistent MQTT session on the ``coldchain`` group (readings, l
 events, command results), apart from the telemetry store's and the decision path's, so
 an alert never waits for InfluxDB or a sort decision. For each batch: the envelopes are
 checked against the registry, applied to the :class:`ColdChainEngine` in one ledger
-transaction, and only after the commit are the alerts published, handed to the notifier
-and queued for the telemetry store; then the batch is acknowledged. A crash before the
+transaction, together with the points that record each alert change for the telemetry
+store (the ledger's ``store_outbox``, written to the store when it can take them, so
+none is lost while it is down, a restart included); only after the commit are the
+alerts published and handed to the notifier; then the batch is acknowledged. A crash before the
 acknowledgement redelivers the batch, which the machines ignore (they run forwards on
 device time) or apply idempotently.
 
@@ -22,9 +24,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from contracts import AlertsTopic
 from contracts.alerts import AlertMessage
@@ -42,7 +44,7 @@ from gateway.telemetry.model import StoreError, StoreRejected, TelemetryPoint, T
 log = logging.getLogger(__name__)
 
 _BATCH = 500
-_PENDING_POINTS_MAX = 100_000
+_FLUSH_BATCH = 500
 
 Notify = Callable[[AlertMessage], object]
 _T = TypeVar("_T")
@@ -74,7 +76,7 @@ class ColdChainWorker(SessionLoop):
         self._notify_alert = notify
         self._clock = clock
         self._reporter = Reporter(config, store, counters)
-        self._pending: list[TelemetryPoint] = []
+        self._kept = True  # points may wait in the ledger from before a restart
         self._flush_after = 0.0
         self._next_tick = 0.0
         self.caught_up = threading.Event()
@@ -112,7 +114,7 @@ class ColdChainWorker(SessionLoop):
         """Apply one batch, publish what it raised, acknowledge it; False if stopped."""
         envelopes = [env for env in map(self._checked, batch) if env is not None]
         notices = self._in_ledger(
-            lambda tx: [n for e in envelopes for n in self.engine.apply(tx, e)]
+            lambda tx: self._kept_with([n for e in envelopes for n in self.engine.apply(tx, e)], tx)
         )
         if notices is None:
             return False
@@ -124,7 +126,7 @@ class ColdChainWorker(SessionLoop):
         """What time and people did: due alarms, silences, escalations, acknowledgements;
         then the metrics of finished days and stays."""
         notices = self._in_ledger(
-            lambda tx: self.engine.people(tx, now) + self.engine.tick(tx, now)
+            lambda tx: self._kept_with(self.engine.people(tx, now) + self.engine.tick(tx, now), tx)
         )
         if notices:
             self._announce(notices)
@@ -144,6 +146,15 @@ class ColdChainWorker(SessionLoop):
                 return work(tx)
 
         return self._retrying(attempt, after_failure=self._reload)
+
+    def _kept_with(self, notices: list[Notice], tx: LedgerTx) -> list[Notice]:
+        """Keep the alert changes' points for the telemetry store in the transaction that
+        makes the changes, so none is lost while the store is down, a restart included."""
+        points = [alert_point(n.alert, n.change, n.at).to_json() for n in notices]
+        tx.keep_points(points, self._clock())
+        if points:
+            self._kept = True
+        return notices
 
     def _reload(self) -> None:
         try:
@@ -165,32 +176,40 @@ class ColdChainWorker(SessionLoop):
                 "%s: %s %s %s (%s)", self._name, notice.change, alert.id, alert.kind, alert.subject
             )
             self._notify(self._notify_alert, alert)
-            self._pending.append(alert_point(alert, notice.change, notice.at))
-        if len(self._pending) > _PENDING_POINTS_MAX:
-            dropped = len(self._pending) - _PENDING_POINTS_MAX
-            del self._pending[:dropped]
-            self._counters.incr("coldchain.store_dropped", dropped)
 
     def _flush(self) -> None:
-        """Alert events into the telemetry store; kept for later while it is down (the
-        ledger has every alert regardless)."""
-        if not self._pending or time.monotonic() < self._flush_after:
-            return
+        """Kept alert points into the telemetry store, oldest first, each batch dropped
+        from the ledger once stored; retried later while the store (or the ledger) is
+        down."""
+        while self._kept and time.monotonic() >= self._flush_after:
+            try:
+                with self._ledger.transaction(write=False) as tx:
+                    kept = tx.kept_points(_FLUSH_BATCH)
+                if kept:
+                    self._store_points(kept)
+                    with self._ledger.transaction() as tx:
+                        tx.drop_kept_points([row_id for row_id, _ in kept])
+            except (StoreError, LedgerUnavailable) as exc:
+                self._flush_after = time.monotonic() + _FLUSH_RETRY_S
+                self._counters.incr("coldchain.store_retries")
+                log.warning("%s: alert events kept for later: %s", self._name, exc)
+                return
+            self._kept = len(kept) == _FLUSH_BATCH
+
+    def _store_points(self, kept: list[tuple[int, Mapping[str, Any]]]) -> None:
+        """Write kept points; ones the store can never take are counted and let go
+        (raises ``StoreError`` for a store that is down)."""
+        points: list[TelemetryPoint] = []
+        for _, obj in kept:
+            try:
+                points.append(TelemetryPoint.from_json(obj))
+            except ValueError as exc:
+                self._counters.incr("coldchain.store_rejected")
+                log.error("%s: a kept alert event is not a point: %s", self._name, exc)
         try:
-            self._store.write(self._pending)
+            self._store.write(points)
         except StoreRejected as exc:  # will never be taken: do not let it block the rest
-            self._counters.incr("coldchain.store_rejected", len(self._pending))
+            self._counters.incr("coldchain.store_rejected", len(points))
             log.error(
-                "%s: telemetry store refused %d alert events: %s",
-                self._name,
-                len(self._pending),
-                exc,
+                "%s: telemetry store refused %d alert events: %s", self._name, len(points), exc
             )
-        except StoreError as exc:
-            self._flush_after = time.monotonic() + _FLUSH_RETRY_S
-            self._counters.incr("coldchain.store_retries")
-            log.warning(
-                "%s: telemetry store: %s; %d alert events kept", self._name, exc, len(self._pending)
-            )
-            return
-        self._pending = []

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, update
 
 from gateway.ledger import schema as t
 
@@ -81,6 +81,27 @@ def _open_stay(device: str, board: int, lock: int, waybill: str) -> ColumnElemen
 
 class ColdChainRows:
     connection: Connection
+
+    # -- points for the telemetry store ----------------------------------------------
+
+    def keep_points(self, points: Sequence[Mapping[str, Any]], at: datetime) -> None:
+        """Keep telemetry points (JSON objects) in this transaction, until
+        :meth:`drop_kept_points` says the store has them."""
+        if points:
+            self.connection.execute(
+                insert(t.store_outbox), [{"created_at": at, "point": dict(p)} for p in points]
+            )
+
+    def kept_points(self, limit: int) -> list[tuple[int, Mapping[str, Any]]]:
+        """The oldest ``limit`` kept points, with their ids."""
+        table = t.store_outbox
+        query = select(table.c.id, table.c.point).order_by(table.c.id).limit(limit)
+        return [(row.id, row.point) for row in self.connection.execute(query)]
+
+    def drop_kept_points(self, ids: Sequence[int]) -> None:
+        if ids:
+            table = t.store_outbox
+            self.connection.execute(delete(table).where(table.c.id.in_(list(ids))))
 
     # -- alerts ------------------------------------------------------------------------
 

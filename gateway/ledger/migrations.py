@@ -27,10 +27,12 @@ from gateway.ledger.schema import (
     NAMING,
     V3_TABLES,
     V4_TABLES,
+    V5_TABLES,
     UtcDateTime,
     add_v2,
     add_v3,
     add_v4,
+    add_v5,
     define_v1,
     v3_alert_columns,
 )
@@ -76,6 +78,12 @@ def _api_access(connection: Connection) -> None:
     metadata.create_all(connection, tables=[metadata.tables[name] for name in V4_TABLES])
 
 
+def _store_outbox(connection: Connection) -> None:
+    """Points kept for the telemetry store with the change they record (:func:`add_v5`)."""
+    metadata = add_v5(add_v4(add_v3(add_v2(define_v1(MetaData(naming_convention=NAMING))))))
+    metadata.create_all(connection, tables=[metadata.tables[name] for name in V5_TABLES])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stations, devices, routes, parcels, real-name, X-ray, decisions, codes", _create_v1),
     Migration("inductions indexed by sorter and transaction (divert confirmations)",
@@ -83,6 +91,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("cold chain: alert lifecycle columns, probe and door states, cold stays",
               _cold_chain),
     Migration("supervisor API: users, hashed tokens, audit trail", _api_access),
+    Migration("telemetry points kept with their ledger change until stored", _store_outbox),
 )  # fmt: skip
 """Every version in order. Append only: a released migration is never edited."""
 

@@ -460,7 +460,27 @@ def add_v4(metadata: MetaData) -> MetaData:
 
 V4_TABLES = ("api_users", "api_tokens", "api_audit")
 
-METADATA = add_v4(add_v3(add_v2(define_v1(MetaData(naming_convention=NAMING)))))
+
+def add_v5(metadata: MetaData) -> MetaData:
+    """Version 5 on top of :func:`add_v4`: telemetry points committed with the ledger
+    change they record, until the telemetry store has them::
+
+    store_outbox  id PK, created_at, point JSON (measurement, tags, fields, time_ns)
+                  the cold-chain engine's alert changes; deleted once stored
+    """
+    Table(
+        "store_outbox",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        _ts("created_at"),
+        Column("point", Json, nullable=False),
+    )
+    return metadata
+
+
+V5_TABLES = ("store_outbox",)
+
+METADATA = add_v5(add_v4(add_v3(add_v2(define_v1(MetaData(naming_convention=NAMING))))))
 """The tables as of the latest version: what the repository's queries use."""
 
 _T = METADATA.tables
@@ -485,3 +505,4 @@ coldchain_stays = _T["coldchain_stays"]
 api_users = _T["api_users"]
 api_tokens = _T["api_tokens"]
 api_audit = _T["api_audit"]
+store_outbox = _T["store_outbox"]

@@ -26,7 +26,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from gateway.errors import GatewayError
 
@@ -147,6 +147,19 @@ class TelemetryPoint:
             _check_field_value(key, value)
         if type(self.time_ns) is not int or not MIN_TIME_NS <= self.time_ns <= MAX_TIME_NS:
             raise ValueError("time_ns must be an int within InfluxDB's time range")
+
+    def to_json(self) -> dict[str, Any]:
+        """The point as a JSON object, for keeping it elsewhere until it is stored."""
+        return {"measurement": self.measurement, "tags": dict(self.tags),
+                "fields": dict(self.fields), "time_ns": self.time_ns}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> TelemetryPoint:
+        """The point :meth:`to_json` gave (validated again; ``ValueError`` if not one)."""
+        try:
+            return cls(obj["measurement"], obj["tags"], obj["fields"], obj["time_ns"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a telemetry point: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
