@@ -16,6 +16,7 @@ from firmware_bridge.errors import BridgeError
 from gateway.errors import GatewayError
 from postedge.alerts import add_alerts
 from postedge.figures import add_figures
+from postedge.keys import add_keys
 from postedge.localservers import ServerError
 from postedge.logs import LOG_FORMATS, TEXT_FORMAT, LogFormat, log_handler
 
@@ -177,8 +178,9 @@ def _add_gateway(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "run",
         help="consume device streams from the broker into the telemetry store",
         description=(
-            "Hold a persistent MQTT 5 session on the shared subscription "
-            "$share/gateway/postedge/v1/+/+/{telemetry,event,status,cmd/result}, validate "
+            "Hold a persistent MQTT 5 session on "
+            "postedge/v1/+/+/{telemetry,event,status,cmd/result} (with several workers, all "
+            "but the events on the shared group $share/gateway/...), validate "
             "every envelope, write it to the configured store, then send the device a "
             "receipt naming what was stored and acknowledge it only after the write. "
             "Invalid input goes to postedge/v1/_deadletter/{reason}. "
@@ -189,6 +191,7 @@ def _add_gateway(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--workers", type=int, help="worker processes (overrides [ingest] workers)")
     run.set_defaults(func=_gateway_run)
     _add_gateway_provision(sub)
+    add_keys(sub)
     add_alerts(sub)
     add_figures(sub)
 
