@@ -112,15 +112,24 @@ class LedgerPath:
             )
 
     def start(self) -> None:
+        """Start the notifier, open the ledger, start the cold-chain engine (first: it
+        refuses to run while another host's holds the ledger's lease, and then nothing
+        else is left running), catch up missed notifications, start the decisions."""
         if self.notifier is not None:
             self.notifier.start()
-        self.ledger.open()
-        self.ledger.sync_registry(self.registry)
+        try:
+            self.ledger.open()
+            self.ledger.sync_registry(self.registry)
+            if self.coldchain is not None:
+                self.coldchain.start()
+        except BaseException:
+            self.ledger.close()
+            if self.notifier is not None:
+                self.notifier.stop()
+            raise
         if self.notifier is not None:
             self._catch_up(self.notifier)
         self.decisions.start()
-        if self.coldchain is not None:
-            self.coldchain.start()
 
     def _catch_up(self, notifier: Notifier) -> None:
         """Queue the open alerts the webhook queue may have missed (:mod:`gateway.alerts`);

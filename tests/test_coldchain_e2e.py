@@ -19,6 +19,7 @@ from contracts import AnyBody, encode, make_envelope, utc_now
 from contracts.alerts import AlertMessage
 from contracts.telemetry import TemperatureBody
 from gateway.coldchain.engine import ColdChainEngine
+from gateway.coldchain.worker import EngineRunsElsewhere
 from gateway.config import load_gateway_config
 from gateway.consumer import COLDCHAIN_SUBSCRIPTION, create_session
 from gateway.ledger import Ledger
@@ -299,6 +300,26 @@ def test_an_open_alert_the_notifier_never_queued_is_delivered_after_a_restart(
         assert "notify.queued" not in gateway.counters.snapshot()
     finally:
         gateway.stop()
+
+
+def test_a_second_host_with_coldchain_on_the_same_ledger_is_refused_until_the_first_stops(
+    config_file: Path,
+) -> None:
+    """Two engines on one ledger would raise every alert twice: the ledger's lease lets
+    one run, and the other gateway does not start, saying which one runs."""
+    first = started(config_file)
+    try:
+        second = GatewayWorker(load_gateway_config(config_file), client_id="gw-b")
+        with pytest.raises(EngineRunsElsewhere, match="already runs as gw-cold-coldchain"):
+            second.start()
+    finally:
+        first.stop()
+    second = GatewayWorker(load_gateway_config(config_file), client_id="gw-b")
+    second.start()  # the first gave its lease up when it stopped
+    try:
+        assert second.wait_ready(10)
+    finally:
+        second.stop()
 
 
 def test_time_is_checked_only_after_the_backlog_is_read(

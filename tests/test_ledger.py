@@ -15,6 +15,7 @@ from sqlalchemy import Connection, create_engine, inspect, select, text
 from gateway.errors import GatewayError
 from gateway.ledger import (
     MIGRATIONS,
+    Lease,
     Ledger,
     LedgerConflict,
     LedgerError,
@@ -33,7 +34,7 @@ TABLES = {
     "inspections", "xray_verdicts", "holds", "alerts", "decisions", "inductions",
     "processed_messages", "pickup_codes", "locker_code_lists", "locations",
     "coldchain_probes", "coldchain_doors", "coldchain_stays",
-    "api_users", "api_tokens", "api_audit", "store_outbox",
+    "api_users", "api_tokens", "api_audit", "store_outbox", "leases",
 }  # fmt: skip
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -457,3 +458,37 @@ def test_coverage_counts_one_station_and_one_day(ledger: Ledger) -> None:
     beijing = timezone(timedelta(hours=8))
     assert ledger.coverage("county-1", date(2026, 11, 24), beijing).accepted == 1
     assert ledger.coverage("county-1", date(2026, 11, 25), beijing).accepted == 3
+
+
+# -- leases --------------------------------------------------------------------------------
+
+
+def test_a_lease_is_held_renewed_refused_to_others_and_taken_over_once_it_runs_out(
+    ledger: Ledger,
+) -> None:
+    ttl = timedelta(seconds=60)
+    with ledger.transaction() as tx:
+        assert tx.take_lease("coldchain", "host-a", T0, ttl) is None
+    with ledger.transaction() as tx:
+        other = tx.take_lease("coldchain", "host-b", T0 + timedelta(seconds=30), ttl)
+    assert other == Lease("host-a", T0 + ttl)
+    with ledger.transaction() as tx:  # host-a renews: host-b still waits past T0 + ttl
+        assert tx.take_lease("coldchain", "host-a", T0 + timedelta(seconds=40), ttl) is None
+        refused = tx.take_lease("coldchain", "host-b", T0 + timedelta(seconds=70), ttl)
+    assert refused is not None
+    assert refused.holder == "host-a"
+    later = T0 + timedelta(seconds=101)  # host-a's renewal ran out at T0 + 100 s
+    with ledger.transaction() as tx:
+        assert tx.take_lease("coldchain", "host-b", later, ttl) is None
+        assert tx.take_lease("coldchain", "host-a", later, ttl) == Lease("host-b", later + ttl)
+        assert tx.take_lease("other-engine", "host-a", later, ttl) is None  # leases are named
+
+
+def test_only_the_holder_gives_a_lease_up(ledger: Ledger) -> None:
+    ttl = timedelta(seconds=60)
+    with ledger.transaction() as tx:
+        tx.take_lease("coldchain", "host-a", T0, ttl)
+        tx.release_lease("coldchain", "host-b")
+        assert tx.take_lease("coldchain", "host-b", T0, ttl) is not None
+        tx.release_lease("coldchain", "host-a")
+        assert tx.take_lease("coldchain", "host-b", T0, ttl) is None

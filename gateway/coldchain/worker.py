@@ -16,7 +16,9 @@ broker kept while the gateway was away: otherwise a restart would call every pro
 offline before reading the backlog that says it was not.
 
 The engine's state lives in one place: the gateway worker that runs this (worker 0,
-and with several gateway hosts, one host's ``[coldchain]``).
+and with several gateway hosts, one host's ``[coldchain]``). The ledger's ``coldchain``
+lease enforces that: a second engine on the same ledger refuses to start
+(:class:`EngineRunsElsewhere`), and one that lost its lease stops.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from contracts import AlertsTopic
@@ -35,7 +37,8 @@ from gateway.coldchain.engine import ColdChainEngine, Notice
 from gateway.coldchain.reporting import Reporter
 from gateway.consumer import Inbound, MqttConsumer
 from gateway.convert import alert_point
-from gateway.ledger import Ledger, LedgerTx, LedgerUnavailable
+from gateway.errors import GatewayError
+from gateway.ledger import Ledger, LedgerError, LedgerTx, LedgerUnavailable
 from gateway.metrics import Counters
 from gateway.registry import Registry
 from gateway.sessionloop import SessionLoop
@@ -49,6 +52,14 @@ _FLUSH_BATCH = 500
 Notify = Callable[[AlertMessage], object]
 _T = TypeVar("_T")
 _FLUSH_RETRY_S = 5.0
+LEASE = "coldchain"
+LEASE_TTL = timedelta(seconds=60)
+"""How long the cold-chain engine's ledger lease lasts unless renewed (every third of it):
+a host that died is taken over by another after this."""
+
+
+class EngineRunsElsewhere(GatewayError):
+    """Another gateway host's cold-chain engine holds the ledger's lease."""
 
 
 class ColdChainWorker(SessionLoop):
@@ -77,6 +88,7 @@ class ColdChainWorker(SessionLoop):
         self._clock = clock
         self._reporter = Reporter(config, store, counters)
         self._kept = True  # points may wait in the ledger from before a restart
+        self._lease_renewed = 0.0
         self._flush_after = 0.0
         self._next_tick = 0.0
         self.caught_up = threading.Event()
@@ -88,6 +100,10 @@ class ColdChainWorker(SessionLoop):
         return f"{client_id}-coldchain"
 
     def start(self) -> None:
+        """Take the ledger's cold-chain lease (raises :class:`EngineRunsElsewhere` while
+        another host holds it: two engines would raise every alert twice and overwrite
+        each other's probe states), load the machines and start."""
+        self._take_lease()
         self._store.open()
         with self._ledger.transaction() as tx:
             self.engine.load(tx)
@@ -96,8 +112,36 @@ class ColdChainWorker(SessionLoop):
     def stop(self) -> None:
         super().stop()
         self._store.close()
+        try:
+            with self._ledger.transaction() as tx:
+                tx.release_lease(LEASE, self._name)
+        except LedgerError as exc:  # it runs out by itself
+            log.warning("%s: could not give the cold-chain lease up: %s", self._name, exc)
+
+    def _take_lease(self) -> None:
+        now = self._clock()
+        with self._ledger.transaction() as tx:
+            other = tx.take_lease(LEASE, self._name, now, LEASE_TTL)
+        if other is not None:
+            raise EngineRunsElsewhere(
+                f"the cold-chain engine already runs as {other.holder} on this ledger (its "
+                f"lease runs to {other.expires_at.isoformat(timespec='seconds')}); only one "
+                "gateway host may have a [coldchain] section"
+            )
+        self._lease_renewed = time.monotonic()
+
+    def _renew_lease(self) -> None:
+        """Renew the lease every third of its time; losing it (this host was away longer
+        than the lease and another took over) stops this gateway loudly."""
+        if time.monotonic() - self._lease_renewed < LEASE_TTL.total_seconds() / 3:
+            return
+        try:
+            self._take_lease()
+        except LedgerUnavailable as exc:  # tried again on the next tick
+            log.warning("%s: could not renew the cold-chain lease: %s", self._name, exc)
 
     def step(self) -> None:
+        self._renew_lease()
         batch = self._consumer.take(_BATCH, 0, idle_timeout_s=0.2)
         if batch:
             self.process(batch)

@@ -13,7 +13,7 @@
 """
 
 from gateway.ledger.access import AuditRow, TokenRow, UserRow
-from gateway.ledger.coldchain import AlertRow, ProbeRow, StayRow
+from gateway.ledger.coldchain import AlertRow, Lease, ProbeRow, StayRow
 from gateway.ledger.decisions import DecisionRow, InductionRow, Processed, SortFacts
 from gateway.ledger.engine import Ledger
 from gateway.ledger.errors import LedgerConflict, LedgerError, LedgerUnavailable
@@ -29,6 +29,7 @@ __all__ = [
     "DecisionRow",
     "Hold",
     "InductionRow",
+    "Lease",
     "Ledger",
     "LedgerConflict",
     "LedgerError",

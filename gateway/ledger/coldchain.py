@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, update
@@ -79,8 +79,38 @@ def _open_stay(device: str, board: int, lock: int, waybill: str) -> ColumnElemen
     )
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a one-per-ledger engine's lease, and until when."""
+
+    holder: str
+    expires_at: datetime
+
+
 class ColdChainRows:
     connection: Connection
+
+    # -- leases ------------------------------------------------------------------------
+
+    def take_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> Lease | None:
+        """Take or renew lease ``name`` for ``holder`` until ``now + ttl``. Returns None
+        when ``holder`` has it now, else the lease of the holder that still has it."""
+        table = t.leases
+        query = select(table).where(table.c.name == name).with_for_update()
+        row = self.connection.execute(query).first()
+        values = {"holder": holder, "renewed_at": now, "expires_at": now + ttl}
+        if row is None:
+            self.connection.execute(insert(table).values(name=name, **values))
+        elif row.holder == holder or row.expires_at <= now:
+            self.connection.execute(update(table).where(table.c.name == name).values(**values))
+        else:
+            return Lease(row.holder, row.expires_at)
+        return None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give lease ``name`` up, if ``holder`` has it."""
+        table = t.leases
+        self.connection.execute(delete(table).where(table.c.name == name, table.c.holder == holder))
 
     # -- points for the telemetry store ----------------------------------------------
 

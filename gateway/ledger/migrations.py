@@ -28,12 +28,14 @@ from gateway.ledger.schema import (
     V3_TABLES,
     V4_TABLES,
     V5_TABLES,
+    V6_TABLES,
     UtcDateTime,
     add_v2,
     add_v3,
     add_v4,
     add_v5,
     define_v1,
+    latest,
     v3_alert_columns,
 )
 
@@ -84,6 +86,12 @@ def _store_outbox(connection: Connection) -> None:
     metadata.create_all(connection, tables=[metadata.tables[name] for name in V5_TABLES])
 
 
+def _leases(connection: Connection) -> None:
+    """Leases of one-per-ledger engines (:func:`gateway.ledger.schema.add_v6`)."""
+    metadata = latest(MetaData(naming_convention=NAMING))
+    metadata.create_all(connection, tables=[metadata.tables[name] for name in V6_TABLES])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stations, devices, routes, parcels, real-name, X-ray, decisions, codes", _create_v1),
     Migration("inductions indexed by sorter and transaction (divert confirmations)",
@@ -92,6 +100,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               _cold_chain),
     Migration("supervisor API: users, hashed tokens, audit trail", _api_access),
     Migration("telemetry points kept with their ledger change until stored", _store_outbox),
+    Migration("leases: one cold-chain engine per ledger", _leases),
 )  # fmt: skip
 """Every version in order. Append only: a released migration is never edited."""
 

@@ -480,7 +480,33 @@ def add_v5(metadata: MetaData) -> MetaData:
 
 V5_TABLES = ("store_outbox",)
 
-METADATA = add_v5(add_v4(add_v3(add_v2(define_v1(MetaData(naming_convention=NAMING))))))
+
+def add_v6(metadata: MetaData) -> MetaData:
+    """Version 6 on top of :func:`add_v5`: who runs a one-per-ledger engine::
+
+    leases  name PK (e.g. ``coldchain``), holder (the session's client id), renewed_at,
+            expires_at     taken at start, renewed while running, freed at stop
+    """
+    Table(
+        "leases",
+        metadata,
+        Column("name", String(IDENT), primary_key=True),
+        Column("holder", String(200), nullable=False),
+        _ts("renewed_at"),
+        _ts("expires_at"),
+    )
+    return metadata
+
+
+V6_TABLES = ("leases",)
+
+
+def latest(metadata: MetaData) -> MetaData:
+    """Every version's tables on ``metadata``."""
+    return add_v6(add_v5(add_v4(add_v3(add_v2(define_v1(metadata))))))
+
+
+METADATA = latest(MetaData(naming_convention=NAMING))
 """The tables as of the latest version: what the repository's queries use."""
 
 _T = METADATA.tables
@@ -506,3 +532,4 @@ api_users = _T["api_users"]
 api_tokens = _T["api_tokens"]
 api_audit = _T["api_audit"]
 store_outbox = _T["store_outbox"]
+leases = _T["leases"]
