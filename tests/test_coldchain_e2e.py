@@ -18,6 +18,7 @@ import pytest
 from contracts import AnyBody, encode, make_envelope, utc_now
 from contracts.alerts import AlertMessage
 from contracts.telemetry import TemperatureBody
+from gateway.coldchain import worker as coldchain_worker
 from gateway.coldchain.engine import ColdChainEngine
 from gateway.coldchain.worker import EngineRunsElsewhere
 from gateway.config import load_gateway_config
@@ -320,6 +321,31 @@ def test_a_second_host_with_coldchain_on_the_same_ledger_is_refused_until_the_fi
         assert second.wait_ready(10)
     finally:
         second.stop()
+
+
+def test_an_engine_whose_lease_was_taken_over_stops_its_gateway(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paused longer than its lease, an engine finds another host's engine holding it:
+    it must not go on beside it."""
+    monkeypatch.setattr(coldchain_worker, "LEASE_TTL", timedelta(seconds=0.3))  # renewed often
+    gateway = started(config_file)
+    try:
+        ledger_config = load_gateway_config(config_file).ledger
+        assert ledger_config is not None
+        with Ledger(ledger_config.url) as ledger, ledger.transaction() as tx:  # a takeover
+            tx.release_lease(coldchain_worker.LEASE, "gw-cold-coldchain")
+            assert (
+                tx.take_lease(
+                    coldchain_worker.LEASE, "gw-b-coldchain", utc_now(), timedelta(minutes=5)
+                )
+                is None
+            )
+        wait_until(lambda: gateway.failure is not None, what="the gateway's failure")
+        assert isinstance(gateway.failure, EngineRunsElsewhere)
+        assert "already runs as gw-b-coldchain" in str(gateway.failure)
+    finally:
+        gateway.stop()
 
 
 def test_time_is_checked_only_after_the_backlog_is_read(
