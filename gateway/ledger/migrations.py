@@ -34,8 +34,8 @@ from gateway.ledger.schema import (
     add_v3,
     add_v4,
     add_v5,
+    add_v6,
     define_v1,
-    latest,
     v3_alert_columns,
 )
 
@@ -87,8 +87,10 @@ def _store_outbox(connection: Connection) -> None:
 
 
 def _leases(connection: Connection) -> None:
-    """Leases of one-per-ledger engines (:func:`gateway.ledger.schema.add_v6`)."""
-    metadata = latest(MetaData(naming_convention=NAMING))
+    """Leases of one-per-ledger engines (:func:`gateway.ledger.schema.add_v6`); built
+    exactly to version 6, so that a later version's change to these tables cannot
+    change what this step creates."""
+    metadata = add_v6(add_v5(add_v4(add_v3(add_v2(define_v1(MetaData(naming_convention=NAMING)))))))
     metadata.create_all(connection, tables=[metadata.tables[name] for name in V6_TABLES])
 
 
