@@ -266,8 +266,7 @@ class Outbox:
             # Before anything writes a new file's first page, where the mode is kept.
             conn.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
             if version > 0:  # an outbox from an older agent: rewritten once to take it
-                log.info("outbox %s: rewriting it once so that it can shrink", self.path)
-                conn.execute("VACUUM")
+                self._rewrite(conn)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise sqlite3.OperationalError(f"cannot use WAL mode (journal mode is {mode})")
@@ -275,6 +274,16 @@ class Outbox:
         conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
         if version < SCHEMA_VERSION:
             conn.executescript(_SCHEMA)
+
+    def _rewrite(self, conn: sqlite3.Connection) -> None:
+        """``VACUUM`` an older outbox into the shrinking mode. It needs free space about
+        the file's size, which a box after a long outage may lack: then the outbox is
+        used as it is (it does not shrink yet) and the next open tries again."""
+        log.info("outbox %s: rewriting it once so that it can shrink", self.path)
+        try:
+            conn.execute("VACUUM")
+        except sqlite3.Error as exc:
+            log.warning("outbox %s: not rewritten (%s); it will shrink once it is", self.path, exc)
 
     def _load(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute(

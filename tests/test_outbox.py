@@ -30,6 +30,7 @@ from contracts import (
     make_envelope,
 )
 from contracts.timestamps import to_epoch_ms
+from edge import outbox as outbox_module
 from edge.errors import EdgeError
 from edge.outbox import LOW_WATER, Outbox, Priority, priority_of
 
@@ -309,6 +310,32 @@ def test_an_outbox_from_an_older_agent_is_rewritten_to_shrink_and_keeps_its_mess
     assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
     db.close()
     assert file_bytes(path) < 1_000_000
+
+
+def test_an_older_outbox_that_cannot_be_rewritten_now_is_used_as_it_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rewrite failing (here: another connection holds the write lock; in the field,
+    a disk too full for the copy) must not keep the agent from its messages."""
+    path = tmp_path / "outbox.sqlite"
+    with Outbox(path, max_bytes=BIG) as outbox:
+        outbox.add_many((e, topic(e)) for e in backlog(10))
+    db = sqlite3.connect(path, isolation_level=None)  # as an older agent left it
+    db.execute("PRAGMA auto_vacuum = NONE")
+    db.execute("VACUUM")
+    db.execute("BEGIN IMMEDIATE")  # and still writing to it
+    monkeypatch.setattr(outbox_module, "_BUSY_TIMEOUT_S", 0.2)
+    try:
+        with (
+            caplog.at_level(logging.INFO, logger="edge.outbox"),
+            Outbox(path, max_bytes=BIG) as outbox,
+        ):
+            assert seqs(outbox) == list(range(1, 11))
+    finally:
+        db.execute("ROLLBACK")
+    assert any("not rewritten" in m for m in outbox_records(caplog, logging.WARNING))
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0  # the next open tries again
+    db.close()
 
 
 def test_a_closed_outbox_says_so(tmp_path: Path) -> None:
