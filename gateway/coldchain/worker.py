@@ -38,7 +38,7 @@ from gateway.coldchain.reporting import Reporter
 from gateway.consumer import Inbound, MqttConsumer
 from gateway.convert import alert_point
 from gateway.errors import GatewayError
-from gateway.ledger import Ledger, LedgerError, LedgerTx, LedgerUnavailable
+from gateway.ledger import Lease, Ledger, LedgerConflict, LedgerError, LedgerTx, LedgerUnavailable
 from gateway.metrics import Counters
 from gateway.registry import Registry
 from gateway.sessionloop import SessionLoop
@@ -52,6 +52,7 @@ _FLUSH_BATCH = 500
 Notify = Callable[[AlertMessage], object]
 _T = TypeVar("_T")
 _FLUSH_RETRY_S = 5.0
+"""Seconds before the store, or the ledger for the lease, is tried again."""
 LEASE = "coldchain"
 LEASE_TTL = timedelta(seconds=60)
 """How long the cold-chain engine's ledger lease lasts unless renewed (every third of it):
@@ -88,7 +89,7 @@ class ColdChainWorker(SessionLoop):
         self._clock = clock
         self._reporter = Reporter(config, store, counters)
         self._kept = True  # points may wait in the ledger from before a restart
-        self._lease_renewed = 0.0
+        self._lease_due = 0.0
         self._flush_after = 0.0
         self._next_tick = 0.0
         self.caught_up = threading.Event()
@@ -120,24 +121,31 @@ class ColdChainWorker(SessionLoop):
 
     def _take_lease(self) -> None:
         now = self._clock()
-        with self._ledger.transaction() as tx:
-            other = tx.take_lease(LEASE, self._name, now, LEASE_TTL)
+        try:
+            other = self._lease_attempt(now)
+        except LedgerConflict:  # another host inserted the lease at the same moment
+            other = self._lease_attempt(now)
         if other is not None:
             raise EngineRunsElsewhere(
                 f"the cold-chain engine already runs as {other.holder} on this ledger (its "
                 f"lease runs to {other.expires_at.isoformat(timespec='seconds')}); only one "
                 "gateway host may have a [coldchain] section"
             )
-        self._lease_renewed = time.monotonic()
+        self._lease_due = time.monotonic() + LEASE_TTL.total_seconds() / 3
+
+    def _lease_attempt(self, now: datetime) -> Lease | None:
+        with self._ledger.transaction() as tx:
+            return tx.take_lease(LEASE, self._name, now, LEASE_TTL)
 
     def _renew_lease(self) -> None:
         """Renew the lease every third of its time; losing it (this host was away longer
         than the lease and another took over) stops this gateway loudly."""
-        if time.monotonic() - self._lease_renewed < LEASE_TTL.total_seconds() / 3:
+        if time.monotonic() < self._lease_due:
             return
         try:
             self._take_lease()
-        except LedgerUnavailable as exc:  # tried again on the next tick
+        except LedgerUnavailable as exc:
+            self._lease_due = time.monotonic() + _FLUSH_RETRY_S
             log.warning("%s: could not renew the cold-chain lease: %s", self._name, exc)
 
     def step(self) -> None:
