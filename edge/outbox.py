@@ -27,7 +27,8 @@ fill the quota, adds are still accepted and :attr:`OutboxStats.over_quota` says 
 The file gives its space back (``PRAGMA auto_vacuum = INCREMENTAL``): once confirms have
 freed 1,024 pages, they are returned to the disk, so the file a long outage's backlog
 grew shrinks again as the backlog drains. An outbox made by an older agent, without that
-mode, is rewritten once (``VACUUM``) when it is opened.
+mode, is rewritten once (``VACUUM``) when it is opened (used as it is while that fails,
+for lack of disk space, say).
 
 The running byte total and per-device depth live in memory (recomputed at ``open``), so
 one process writes an outbox; others may open it to read (``edge check``, tests).
