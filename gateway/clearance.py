@@ -85,6 +85,7 @@ from contracts.station import (
     pickup_code_hash,
 )
 from contracts.timestamps import to_utc_ms, utc_now
+from gateway.alerts import alert_message
 from gateway.ledger import DecisionRow, Ledger, LedgerConflict, LedgerTx, LedgerUnavailable
 from gateway.ledger import RealnameRow as _Realname
 from gateway.personal import Keyring, ProtectedIdentity, mask_phone
@@ -416,16 +417,9 @@ def _xray(tx: LedgerTx, envelope: XrayEnvelope, now: datetime) -> _Applied:
         details=details,
         raised_at=now,
     )
-    alert = AlertMessage(
-        id=f"alert:{alert_id}",
-        station=envelope.station,
-        kind="xray_hold",
-        severity=severity,
-        subject=body.waybill,
-        raised_at=now,
-        details=details,
-    )
-    return _Applied(Outcome(None, False, counters, alerts=[alert]))
+    row = tx.alert(alert_id)
+    assert row is not None  # inserted just now, in this transaction
+    return _Applied(Outcome(None, False, counters, alerts=[alert_message(row)]))
 
 
 def _induct(
